@@ -1,0 +1,43 @@
+//! Quiver's core: what every role (client, scheduler, executor) shares.
+//!
+//! Quiver is a distributed SQL and DataFrame engine built on Apache DataFusion
+//! and Ballista. This crate holds the pieces that must be identical in every
+//! process of a cluster, so that a plan written by a client means the same
+//! thing on the scheduler and on each executor:
+//!
+//! * [`api`]: the job service's wire types (REST, CLI, UI, history);
+//! * [`config`]: settings (`key = value`) from config files, `--conf`, `SET` and REST jobs;
+//! * [`storage`]: the one place S3 is configured and object stores are built;
+//! * [`session`]: building DataFusion sessions, with Quiver's options and codecs;
+//! * [`script`], [`ctas`] and [`runner`]: turning SQL scripts into statements and running them;
+//! * [`output`]: printing results as tables, CSV or JSON;
+//! * [`secret`] and [`logging`]: keeping credentials out of everything shown or logged.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::sync::Arc;
+//! use quiver_core::{config::Settings, runner::StatementRunner, script::Script, session::SessionFactory};
+//!
+//! # #[tokio::main] async fn main() {
+//! let factory = SessionFactory::new(&Settings::new()).unwrap();
+//! // A single-process session; `remote_context` gives one that runs on a cluster.
+//! let ctx = factory.local_context(&Settings::new()).unwrap();
+//! let runner = StatementRunner::new(ctx, Arc::clone(factory.storage()));
+//! let script = Script::parse("SELECT 40 + 2 AS answer", &BTreeMap::new()).unwrap();
+//! let out = runner.run(&script.statements[0]).await.unwrap();
+//! assert_eq!(out.summary, "1 row");
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod ctas;
+pub mod logging;
+pub mod output;
+pub mod runner;
+pub mod script;
+pub mod secret;
+pub mod session;
+pub mod storage;

@@ -1,0 +1,309 @@
+//! SQL scripts: splitting text into statements and filling `${name}` parameters.
+//!
+//! A script is the unit `quiver submit` runs as one job. Statements end with `;`
+//! (the last one may omit it). Semicolons inside string literals, quoted
+//! identifiers and comments do not split. `${name}` placeholders are replaced by
+//! `--param name=value` values everywhere except in comments, so an orchestrator
+//! can pass dates the way it does to `spark-sql -d`:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use quiver_core::script::Script;
+//! let params = BTreeMap::from([("day".to_string(), "2024-01-31".to_string())]);
+//! let script = Script::parse("SET x = 1;\nSELECT * FROM t WHERE d = '${day}'", &params).unwrap();
+//! assert_eq!(script.statements.len(), 2);
+//! assert_eq!(script.statements[1].sql, "SELECT * FROM t WHERE d = '2024-01-31'");
+//! assert_eq!(script.statements[1].line, 2);
+//! ```
+
+use std::collections::BTreeMap;
+
+/// Errors in a script's text, found before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScriptError {
+    /// A `${name}` with no value given.
+    #[error("line {line}: parameter ${{{name}}} has no value; pass it with --param {name}=VALUE")]
+    MissingParam {
+        /// The parameter's name.
+        name: String,
+        /// 1-based line of the placeholder.
+        line: usize,
+    },
+    /// A `${` with no closing `}`, or an empty name.
+    #[error("line {line}: malformed parameter placeholder; write ${{name}}")]
+    BadPlaceholder {
+        /// 1-based line of the placeholder.
+        line: usize,
+    },
+    /// A string, quoted identifier or block comment is never closed.
+    #[error("line {line}: {what} is never closed")]
+    Unterminated {
+        /// What was left open.
+        what: &'static str,
+        /// 1-based line where it opened.
+        line: usize,
+    },
+    /// The script contains no statement.
+    #[error("the script contains no SQL statement")]
+    Empty,
+}
+
+/// One statement of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// 1-based position in the script.
+    pub index: usize,
+    /// 1-based line where the statement starts.
+    pub line: usize,
+    /// The statement's text with parameters filled in, without the trailing `;`.
+    pub sql: String,
+}
+
+impl Statement {
+    /// The first non-empty line of the statement, for messages.
+    pub fn first_line(&self) -> &str {
+        self.sql
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("--"))
+            .unwrap_or("")
+    }
+}
+
+/// A parsed script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// The statements, in order.
+    pub statements: Vec<Statement>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Code,
+    Single,
+    Double,
+    Backtick,
+    LineComment,
+    BlockComment,
+}
+
+impl Script {
+    /// Splits `text` into statements and fills `${name}` from `params`.
+    pub fn parse(text: &str, params: &BTreeMap<String, String>) -> Result<Script, ScriptError> {
+        let mut statements = Vec::new();
+        let mut current = String::new();
+        let mut has_code = false;
+        let mut start_line = 1;
+        let mut line = 1;
+        let mut opened_at = 1;
+        let mut state = State::Code;
+        let chars: Vec<char> = text.chars().collect();
+        let mut i = 0;
+
+        let mut finish = |current: &mut String, has_code: &mut bool, start_line: usize| {
+            let sql = current.trim().to_owned();
+            if *has_code {
+                statements.push(Statement {
+                    index: statements.len() + 1,
+                    line: start_line,
+                    sql,
+                });
+            }
+            current.clear();
+            *has_code = false;
+        };
+
+        while i < chars.len() {
+            let c = chars[i];
+            let next = chars.get(i + 1).copied();
+            match state {
+                State::Code => {
+                    if c == '$' && next == Some('{') {
+                        let (value, consumed) = substitute(&chars[i..], params, line)?;
+                        if !has_code {
+                            start_line = line;
+                        }
+                        has_code = true;
+                        current.push_str(&value);
+                        i += consumed;
+                        continue;
+                    }
+                    match (c, next) {
+                        (';', _) => {
+                            finish(&mut current, &mut has_code, start_line);
+                            i += 1;
+                            continue;
+                        }
+                        ('-', Some('-')) => state = State::LineComment,
+                        ('/', Some('*')) => {
+                            state = State::BlockComment;
+                            opened_at = line;
+                            current.push_str("/*");
+                            i += 2;
+                            continue;
+                        }
+                        ('\'', _) => (state, opened_at) = (State::Single, line),
+                        ('"', _) => (state, opened_at) = (State::Double, line),
+                        ('`', _) => (state, opened_at) = (State::Backtick, line),
+                        _ => {}
+                    }
+                    if state != State::LineComment && state != State::BlockComment && !c.is_whitespace() {
+                        if !has_code {
+                            start_line = line;
+                        }
+                        has_code = true;
+                    }
+                }
+                State::Single | State::Double | State::Backtick => {
+                    let quote = match state {
+                        State::Single => '\'',
+                        State::Double => '"',
+                        _ => '`',
+                    };
+                    if c == '$' && next == Some('{') && state == State::Single {
+                        let (value, consumed) = substitute(&chars[i..], params, line)?;
+                        current.push_str(&value);
+                        i += consumed;
+                        continue;
+                    }
+                    if c == quote {
+                        if next == Some(quote) {
+                            // Doubled quote: an escaped quote inside the literal.
+                            current.push(c);
+                            current.push(c);
+                            i += 2;
+                            continue;
+                        }
+                        state = State::Code;
+                    }
+                }
+                State::LineComment => {
+                    if c == '\n' {
+                        state = State::Code;
+                    }
+                }
+                State::BlockComment => {
+                    if c == '*' && next == Some('/') {
+                        state = State::Code;
+                        current.push_str("*/");
+                        i += 2;
+                        continue;
+                    }
+                }
+            }
+            if c == '\n' {
+                line += 1;
+            }
+            current.push(c);
+            i += 1;
+        }
+
+        match state {
+            State::Single => return Err(ScriptError::Unterminated { what: "a string literal", line: opened_at }),
+            State::Double | State::Backtick => {
+                return Err(ScriptError::Unterminated { what: "a quoted identifier", line: opened_at });
+            }
+            State::BlockComment => return Err(ScriptError::Unterminated { what: "a /* comment", line: opened_at }),
+            State::Code | State::LineComment => {}
+        }
+        finish(&mut current, &mut has_code, start_line);
+        if statements.is_empty() {
+            return Err(ScriptError::Empty);
+        }
+        Ok(Script { statements })
+    }
+}
+
+/// Replaces the `${name}` at the start of `chars`; returns the value and the
+/// number of characters consumed.
+fn substitute(
+    chars: &[char],
+    params: &BTreeMap<String, String>,
+    line: usize,
+) -> Result<(String, usize), ScriptError> {
+    let close = chars
+        .iter()
+        .position(|&c| c == '}' || c == '\n')
+        .filter(|&p| chars[p] == '}')
+        .ok_or(ScriptError::BadPlaceholder { line })?;
+    let name: String = chars[2..close].iter().collect();
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-') {
+        return Err(ScriptError::BadPlaceholder { line });
+    }
+    let value = params.get(name).ok_or_else(|| ScriptError::MissingParam {
+        name: name.to_owned(),
+        line,
+    })?;
+    Ok((value.clone(), close + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<String> {
+        Script::parse(text, &BTreeMap::new())
+            .unwrap()
+            .statements
+            .into_iter()
+            .map(|s| s.sql)
+            .collect()
+    }
+
+    #[test]
+    fn semicolons_in_strings_comments_and_identifiers_do_not_split() {
+        let stmts = split(
+            "SELECT 'a;b', \"c;d\" FROM t; -- x; y\nSELECT 1 /* ; */ ;\nSELECT 'it''s;';",
+        );
+        assert_eq!(
+            stmts,
+            vec![
+                "SELECT 'a;b', \"c;d\" FROM t",
+                "-- x; y\nSELECT 1 /* ; */",
+                "SELECT 'it''s;'"
+            ]
+        );
+    }
+
+    #[test]
+    fn comment_only_and_empty_pieces_are_not_statements() {
+        assert_eq!(split(";;SELECT 1;\n-- trailing comment\n"), vec!["SELECT 1"]);
+        assert_eq!(Script::parse("-- nothing\n", &BTreeMap::new()), Err(ScriptError::Empty));
+    }
+
+    #[test]
+    fn statements_know_their_line_and_first_line() {
+        let s = Script::parse("\n\n-- heading\nSELECT a,\n  b FROM t;\nSELECT 2", &BTreeMap::new()).unwrap();
+        assert_eq!(s.statements[0].line, 4);
+        assert_eq!(s.statements[0].first_line(), "SELECT a,");
+        assert_eq!(s.statements[1].line, 6);
+        assert_eq!(s.statements[1].index, 2);
+    }
+
+    #[test]
+    fn params_fill_code_and_strings_but_not_comments() {
+        let params = BTreeMap::from([("t".to_string(), "orders".to_string())]);
+        let s = Script::parse("-- uses ${undefined}\nSELECT '${t}' FROM ${t}", &params).unwrap();
+        assert_eq!(s.statements[0].sql, "-- uses ${undefined}\nSELECT 'orders' FROM orders");
+    }
+
+    #[test]
+    fn missing_and_malformed_params_name_the_line() {
+        let err = Script::parse("SELECT 1;\nSELECT ${day}", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err, ScriptError::MissingParam { name: "day".into(), line: 2 });
+        assert!(err.to_string().contains("--param day=VALUE"));
+        let err = Script::parse("SELECT ${ }", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err, ScriptError::BadPlaceholder { line: 1 });
+        let err = Script::parse("SELECT ${day", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err, ScriptError::BadPlaceholder { line: 1 });
+    }
+
+    #[test]
+    fn unterminated_literals_are_reported() {
+        let err = Script::parse("SELECT 1;\nSELECT 'oops", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err, ScriptError::Unterminated { what: "a string literal", line: 2 });
+        let err = Script::parse("SELECT /* x", &BTreeMap::new()).unwrap_err();
+        assert!(matches!(err, ScriptError::Unterminated { line: 1, .. }));
+    }
+}

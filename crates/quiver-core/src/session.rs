@@ -1,0 +1,409 @@
+//! Session setup: one [`SessionFactory`] builds every DataFusion session of a process.
+//!
+//! The client that plans a query, the scheduler that turns it into stages and the
+//! executors that run its tasks must agree on session options, functions, codecs
+//! and storage. Each role builds a `SessionFactory` from its config file at
+//! startup and takes its sessions from it:
+//!
+//! * clients: [`SessionFactory::remote_context`] (a Ballista-backed `SessionContext`),
+//! * the scheduler: [`SessionFactory::session_builder`] and [`SessionFactory::config_producer`],
+//! * executors: [`SessionFactory::runtime_producer`] and [`SessionFactory::config_producer`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use quiver_core::config::Settings;
+//! use quiver_core::session::{JobInfo, SessionFactory};
+//! let factory = SessionFactory::new(&Settings::load(None)?)?;
+//! let ctx = factory.remote_context("http://localhost:50050", &JobInfo::new("report", "dataframe"), &Settings::new())?;
+//! ctx.sql("SELECT 1").await?.show().await?;
+//! # Ok(()) }
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use ballista_core::{ConfigProducer, RuntimeProducer};
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::PhysicalExtensionCodec;
+
+use crate::config::{ConfigError, Settings};
+use crate::secret;
+use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
+
+/// The scheduler's session builder type (Ballista's `SessionBuilder`).
+pub type SessionBuilder = Arc<dyn Fn(SessionConfig) -> Result<SessionState> + Send + Sync>;
+
+/// Which Quiver job a query belongs to; travels with every query as `quiver.*` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobInfo {
+    /// The job's name, as shown in the UI (also Ballista's `ballista.job.name`).
+    pub name: String,
+    /// Where the job came from: `submit`, `shell`, `dataframe`, `rest`.
+    pub source: String,
+    /// The job id assigned by the scheduler's job service, when there is one.
+    pub job_id: Option<String>,
+}
+
+impl JobInfo {
+    /// A job named `name` from `source`, not yet known to the job service.
+    pub fn new(name: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            source: source.into(),
+            job_id: None,
+        }
+    }
+}
+
+/// The `quiver.*` session options.
+#[derive(Debug, Clone, Default)]
+pub struct QuiverOptions {
+    /// `quiver.job_id`: the job service's id for the job this session belongs to.
+    pub job_id: Option<String>,
+    /// `quiver.job_source`: where the job came from.
+    pub job_source: Option<String>,
+}
+
+const QUIVER_KEYS: &[(&str, &str)] = &[
+    ("job_id", "id of the Quiver job this session's queries belong to"),
+    ("job_source", "where the job came from: submit, shell, dataframe or rest"),
+];
+
+impl ConfigExtension for QuiverOptions {
+    const PREFIX: &'static str = "quiver";
+}
+
+impl ExtensionOptions for QuiverOptions {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let value = Some(value.to_owned()).filter(|v| !v.is_empty());
+        match key {
+            "job_id" => self.job_id = value,
+            "job_source" => self.job_source = value,
+            _ => {
+                return Err(DataFusionError::Configuration(format!(
+                    "unknown setting 'quiver.{key}': known quiver settings are {}",
+                    QUIVER_KEYS
+                        .iter()
+                        .map(|(k, _)| format!("quiver.{k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        [self.job_id.clone(), self.job_source.clone()]
+            .into_iter()
+            .zip(QUIVER_KEYS)
+            .map(|(value, (key, description))| ConfigEntry {
+                key: format!("{}.{key}", Self::PREFIX),
+                value,
+                description,
+            })
+            .collect()
+    }
+}
+
+/// Builds the sessions of one process; see the [module docs](self).
+#[derive(Clone)]
+pub struct SessionFactory {
+    storage: Arc<StorageContext>,
+    defaults: Settings,
+    logical_codec: Arc<dyn LogicalExtensionCodec>,
+    physical_codec: Arc<dyn PhysicalExtensionCodec>,
+}
+
+impl fmt::Debug for SessionFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionFactory")
+            .field("storage", &self.storage)
+            .field("defaults", &self.defaults)
+            .finish()
+    }
+}
+
+impl SessionFactory {
+    /// A factory for a process whose config file holds `config_file`.
+    ///
+    /// `s3.*` keys become this process's storage defaults; every other key is a
+    /// session default, checked here so a typo fails at startup.
+    pub fn new(config_file: &Settings) -> std::result::Result<Self, ConfigError> {
+        let storage = Arc::new(StorageContext::new(config_file)?);
+        Self::with_storage(storage, config_file.without_section("s3"))
+    }
+
+    /// A factory with the given storage and session defaults.
+    pub fn with_storage(
+        storage: Arc<StorageContext>,
+        defaults: Settings,
+    ) -> std::result::Result<Self, ConfigError> {
+        let factory = Self {
+            storage,
+            defaults: Settings::new(),
+            logical_codec: Arc::new(BallistaLogicalExtensionCodec::default()),
+            physical_codec: Arc::new(BallistaPhysicalExtensionCodec::default()),
+        };
+        let mut probe = factory.base_config();
+        apply_settings(&mut probe, &defaults)?;
+        Ok(Self { defaults, ..factory })
+    }
+
+    /// This process's storage.
+    pub fn storage(&self) -> &Arc<StorageContext> {
+        &self.storage
+    }
+
+    /// The logical plan codec every role must share.
+    pub fn logical_codec(&self) -> Arc<dyn LogicalExtensionCodec> {
+        Arc::clone(&self.logical_codec)
+    }
+
+    /// The physical plan codec every role must share.
+    pub fn physical_codec(&self) -> Arc<dyn PhysicalExtensionCodec> {
+        Arc::clone(&self.physical_codec)
+    }
+
+    /// A session config with Quiver's extensions, codecs and this process's defaults.
+    pub fn base_config(&self) -> SessionConfig {
+        let mut config = SessionConfig::new_with_ballista()
+            .with_option_extension(S3Options::default())
+            .with_option_extension(QuiverOptions::default())
+            .with_information_schema(true)
+            .with_ballista_logical_extension_codec(Arc::clone(&self.logical_codec))
+            .with_ballista_physical_extension_codec(Arc::clone(&self.physical_codec));
+        // Checked in `with_storage`; cannot fail here.
+        let _ = apply_settings(&mut config, &self.defaults);
+        config
+    }
+
+    /// A runtime for a session: object stores resolved through Quiver's registry.
+    pub fn runtime_env(&self, config: &SessionConfig, temp_dir: Option<PathBuf>) -> Result<Arc<RuntimeEnv>> {
+        let options = config
+            .options()
+            .extensions
+            .get::<S3Options>()
+            .cloned()
+            .unwrap_or_default();
+        let registry = QuiverObjectStoreRegistry::new(options, Arc::clone(&self.storage));
+        let mut builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(registry));
+        if let Some(dir) = temp_dir {
+            builder = builder.with_temp_file_path(dir);
+        }
+        Ok(Arc::new(builder.build()?))
+    }
+
+    /// A complete session state for `config`, as the scheduler plans with.
+    pub fn session_state(&self, config: SessionConfig) -> Result<SessionState> {
+        register_session_secrets(&config);
+        let runtime = self.runtime_env(&config, None)?;
+        Ok(SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+            .with_scalar_functions(ballista_core::extension::ballista_scalar_functions())
+            .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
+            .with_window_functions(ballista_core::extension::ballista_window_functions())
+            .build())
+    }
+
+    /// The scheduler's session builder.
+    pub fn session_builder(&self) -> SessionBuilder {
+        let factory = self.clone();
+        Arc::new(move |config| factory.session_state(config))
+    }
+
+    /// The config producer shared by scheduler and executors.
+    pub fn config_producer(&self) -> ConfigProducer {
+        let factory = self.clone();
+        Arc::new(move || factory.base_config())
+    }
+
+    /// The executors' runtime producer; spill files go under `work_dir`.
+    pub fn runtime_producer(&self, work_dir: Option<PathBuf>) -> RuntimeProducer {
+        let factory = self.clone();
+        Arc::new(move |config: &SessionConfig| {
+            register_session_secrets(config);
+            factory.runtime_env(config, work_dir.clone())
+        })
+    }
+
+    /// A session whose queries run on the cluster at `scheduler_url`
+    /// (`http://host:port`), with `settings` (from `--conf`) applied.
+    pub fn remote_context(
+        &self,
+        scheduler_url: &str,
+        job: &JobInfo,
+        settings: &Settings,
+    ) -> std::result::Result<SessionContext, SessionError> {
+        let mut config = self.base_config().with_ballista_job_name(&job.name);
+        config
+            .options_mut()
+            .set("quiver.job_source", &job.source)
+            .map_err(SessionError::Engine)?;
+        if let Some(id) = &job.job_id {
+            config.options_mut().set("quiver.job_id", id).map_err(SessionError::Engine)?;
+        }
+        apply_settings(&mut config, settings)?;
+        let runtime = self.runtime_env(&config, None).map_err(SessionError::Engine)?;
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .build()
+            .upgrade_for_ballista(scheduler_url.to_owned())
+            .map_err(SessionError::Engine)?;
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// A single-process DataFusion session (no cluster), with the same storage.
+    pub fn local_context(&self, settings: &Settings) -> std::result::Result<SessionContext, SessionError> {
+        let mut config = self.base_config();
+        apply_settings(&mut config, settings)?;
+        let runtime = self.runtime_env(&config, None).map_err(SessionError::Engine)?;
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+}
+
+/// Why a session could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A setting was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The engine refused the session.
+    #[error("cannot set up the session: {0}")]
+    Engine(DataFusionError),
+}
+
+/// Applies `settings` to `config`, refusing unknown keys and bad values.
+pub fn apply_settings(config: &mut SessionConfig, settings: &Settings) -> std::result::Result<(), ConfigError> {
+    for (key, value) in settings.iter() {
+        config.options_mut().set(key, value).map_err(|e| {
+            let message = secret::redact(&e.to_string()).into_owned();
+            if message.contains("not found") || message.contains("Could not find config namespace") || message.contains("unknown setting") {
+                ConfigError::UnknownKey {
+                    key: key.to_owned(),
+                    hint: "settings are datafusion.*, ballista.*, s3.* or quiver.* keys (see `SHOW ALL` in `quiver sql`)"
+                        .into(),
+                }
+            } else {
+                ConfigError::InvalidValue {
+                    key: key.to_owned(),
+                    message,
+                }
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn register_session_secrets(config: &SessionConfig) {
+    for entry in config.options().entries() {
+        if let Some(value) = &entry.value
+            && secret::is_secret_key(&entry.key)
+        {
+            secret::register(value);
+        }
+    }
+}
+
+/// The Quiver options of a session.
+pub fn quiver_options(config: &SessionConfig) -> QuiverOptions {
+    config.options().extensions.get::<QuiverOptions>().cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::S3Settings;
+
+    fn factory() -> SessionFactory {
+        SessionFactory::with_storage(Arc::new(StorageContext::with_defaults(S3Settings::default())), Settings::new())
+            .unwrap()
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let mut config = factory().base_config();
+        let err = apply_settings(&mut config, &Settings::parse_pairs(["datafusion.execution.nope=1"]).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownKey { .. }), "{err}");
+        let err = apply_settings(
+            &mut config,
+            &Settings::parse_pairs(["datafusion.execution.batch_size=many"]).unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+        let err = apply_settings(&mut config, &Settings::parse_pairs(["quiver.nope=1"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("quiver.nope"), "{err}");
+    }
+
+    #[test]
+    fn defaults_from_the_config_file_are_validated_at_startup() {
+        let storage = Arc::new(StorageContext::with_defaults(S3Settings::default()));
+        let bad = Settings::parse_pairs(["datafusion.nonsense=1"]).unwrap();
+        assert!(SessionFactory::with_storage(Arc::clone(&storage), bad).is_err());
+        let good = Settings::parse_pairs(["datafusion.execution.batch_size=1024"]).unwrap();
+        let f = SessionFactory::with_storage(storage, good).unwrap();
+        assert_eq!(f.base_config().batch_size(), 1024);
+    }
+
+    #[test]
+    fn quiver_options_round_trip_through_entries() {
+        let mut config = factory().base_config();
+        config.options_mut().set("quiver.job_id", "j-1").unwrap();
+        config.options_mut().set("quiver.job_source", "shell").unwrap();
+        let pairs: Vec<_> = config
+            .options()
+            .entries()
+            .into_iter()
+            .filter(|e| e.key.starts_with("quiver."))
+            .collect();
+        let mut other = factory().base_config();
+        for e in pairs {
+            if let Some(v) = e.value {
+                other.options_mut().set(&e.key, &v).unwrap();
+            }
+        }
+        let q = quiver_options(&other);
+        assert_eq!(q.job_id.as_deref(), Some("j-1"));
+        assert_eq!(q.job_source.as_deref(), Some("shell"));
+    }
+
+    #[tokio::test]
+    async fn local_context_runs_sql() {
+        let ctx = factory().local_context(&Settings::new()).unwrap();
+        let batches = ctx.sql("SELECT 1 + 1 AS two").await.unwrap().collect().await.unwrap();
+        assert_eq!(batches[0].num_rows(), 1);
+    }
+}
