@@ -222,7 +222,7 @@ pub struct JobSummary {
     /// Stages, tasks, rows and bytes.
     pub progress: Progress,
     /// Number of queries run so far.
-    pub queries: u64,
+    pub query_count: u64,
     /// Why it failed.
     pub error: Option<String>,
 }

@@ -214,6 +214,70 @@ impl Script {
     }
 }
 
+/// True when `text` ends with a `;` that terminates a statement (not one inside
+/// a string, quoted identifier or comment): what a shell waits for before it
+/// runs what was typed.
+///
+/// ```
+/// use quiver_core::script::is_complete;
+/// assert!(is_complete("SELECT 1;"));
+/// assert!(!is_complete("SELECT ';"));
+/// assert!(is_complete("SELECT 1; -- done"));
+/// assert!(!is_complete("SELECT 1 -- done;"));
+/// assert!(!is_complete("SELECT 1"));
+/// ```
+pub fn is_complete(text: &str) -> bool {
+    let mut state = State::Code;
+    let mut last_code = None;
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let (c, next) = (chars[i], chars.get(i + 1).copied());
+        match state {
+            State::Code => match (c, next) {
+                ('-', Some('-')) => state = State::LineComment,
+                ('/', Some('*')) => {
+                    state = State::BlockComment;
+                    i += 1;
+                }
+                ('\'', _) => state = State::Single,
+                ('"', _) => state = State::Double,
+                ('`', _) => state = State::Backtick,
+                _ if !c.is_whitespace() => last_code = Some(c),
+                _ => {}
+            },
+            State::Single | State::Double | State::Backtick => {
+                let quote = match state {
+                    State::Single => '\'',
+                    State::Double => '"',
+                    _ => '`',
+                };
+                if c == quote {
+                    if next == Some(quote) {
+                        i += 1;
+                    } else {
+                        state = State::Code;
+                        last_code = Some(c);
+                    }
+                }
+            }
+            State::LineComment => {
+                if c == '\n' {
+                    state = State::Code;
+                }
+            }
+            State::BlockComment => {
+                if c == '*' && next == Some('/') {
+                    state = State::Code;
+                    i += 1;
+                }
+            }
+        }
+        i += 1;
+    }
+    matches!(state, State::Code | State::LineComment) && last_code == Some(';')
+}
+
 /// Replaces the `${name}` at the start of `chars`; returns the value and the
 /// number of characters consumed.
 fn substitute(

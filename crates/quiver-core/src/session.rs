@@ -14,7 +14,7 @@
 //! use quiver_core::config::Settings;
 //! use quiver_core::session::{JobInfo, SessionFactory};
 //! let factory = SessionFactory::new(&Settings::load(None)?)?;
-//! let ctx = factory.remote_context("http://localhost:50050", &JobInfo::new("report", "dataframe"), &Settings::new())?;
+//! let ctx = factory.remote_context("http://localhost:50050", &JobInfo::new("report", "dataframe"), &Settings::new(), None)?;
 //! ctx.sql("SELECT 1").await?.show().await?;
 //! # Ok(()) }
 //! ```
@@ -253,14 +253,22 @@ impl SessionFactory {
     }
 
     /// A session whose queries run on the cluster at `scheduler_url`
-    /// (`http://host:port`), with `settings` (from `--conf`) applied.
+    /// (`http://host:port`), with `settings` (from `--conf`) applied. `token`
+    /// is sent with every call when the scheduler requires one.
     pub fn remote_context(
         &self,
         scheduler_url: &str,
         job: &JobInfo,
         settings: &Settings,
+        token: Option<&str>,
     ) -> std::result::Result<SessionContext, SessionError> {
         let mut config = self.base_config().with_ballista_job_name(&job.name);
+        if let Some(token) = token {
+            config = config.with_ballista_grpc_metadata(std::collections::HashMap::from([(
+                "authorization".to_owned(),
+                format!("Bearer {token}"),
+            )]));
+        }
         config
             .options_mut()
             .set("quiver.job_source", &job.source)

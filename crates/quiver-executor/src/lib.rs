@@ -1,0 +1,210 @@
+//! The Quiver executor: the spark-worker of a Quiver cluster.
+//!
+//! An executor registers with the scheduler, receives the tasks of query
+//! stages, runs them with DataFusion, and serves the shuffle files it wrote to
+//! other executors (and results to clients, through the scheduler) over Arrow
+//! Flight. It is Ballista's executor, set up with Quiver's sessions, storage and
+//! codecs from [`quiver_core::session::SessionFactory`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quiver_executor::ExecutorError> {
+//! use quiver_core::{config::Settings, session::SessionFactory};
+//! use quiver_executor::{ExecutorOptions, run};
+//! let factory = SessionFactory::new(&Settings::new()).expect("config");
+//! let options = ExecutorOptions { scheduler_host: "localhost".into(), slots: 2, ..ExecutorOptions::default() };
+//! run(options, factory).await?; // until ctrl-c or SIGTERM
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::health::ExecutorHealth;
+use quiver_core::session::SessionFactory;
+
+/// Default port of the executor's Arrow Flight service (shuffle and results).
+pub const DEFAULT_FLIGHT_PORT: u16 = 50051;
+/// Default port of the executor's gRPC service (tasks pushed by the scheduler).
+pub const DEFAULT_GRPC_PORT: u16 = 50052;
+/// Default port of the executor's health endpoints.
+pub const DEFAULT_HEALTH_PORT: u16 = 50053;
+
+/// How an executor runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Scheduler host name.
+    pub scheduler_host: String,
+    /// Scheduler port.
+    pub scheduler_port: u16,
+    /// Address to bind the services to.
+    pub bind_host: String,
+    /// Host name other executors, the scheduler and clients use to reach this
+    /// executor (a container name in Docker). `None`: the address the scheduler
+    /// sees the connection come from.
+    pub external_host: Option<String>,
+    /// Arrow Flight port.
+    pub flight_port: u16,
+    /// gRPC port for tasks pushed by the scheduler.
+    pub grpc_port: u16,
+    /// Port for `/healthz` and `/readyz`; `None` disables them.
+    pub health_port: Option<u16>,
+    /// Task slots (concurrent partitions); 0 means one per CPU core.
+    pub slots: usize,
+    /// Memory for query operators, in bytes; operators spill to disk beyond it.
+    /// `None`: 70% of the container's or host's memory.
+    pub memory_limit: Option<u64>,
+    /// Where shuffle and spill files go; a temporary directory when `None`.
+    pub work_dir: Option<PathBuf>,
+    /// This executor's id; generated when `None`.
+    pub id: Option<String>,
+    /// How often the executor tells the scheduler it is alive.
+    pub heartbeat_interval: Duration,
+    /// How long to keep retrying the first connection to the scheduler.
+    pub connect_timeout: Duration,
+    /// Shuffle files older than this are removed from the work directory;
+    /// `None` leaves cleaning to whoever owns the directory.
+    pub shuffle_ttl: Option<Duration>,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        Self {
+            scheduler_host: "localhost".into(),
+            scheduler_port: 50050,
+            bind_host: "0.0.0.0".into(),
+            external_host: None,
+            flight_port: DEFAULT_FLIGHT_PORT,
+            grpc_port: DEFAULT_GRPC_PORT,
+            health_port: Some(DEFAULT_HEALTH_PORT),
+            slots: 0,
+            memory_limit: None,
+            work_dir: None,
+            id: None,
+            heartbeat_interval: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(60),
+            shuffle_ttl: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// Why an executor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The work directory could not be created.
+    #[error("cannot create work directory {path}: {source}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The health port could not be bound.
+    #[error("cannot serve health endpoints on {addr}: {source}")]
+    Health {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The executor itself failed (scheduler unreachable, port in use, ...).
+    #[error("executor failed: {0}")]
+    Runtime(String),
+}
+
+/// Runs an executor until it is stopped (ctrl-c, SIGTERM, or the scheduler).
+pub async fn run(options: ExecutorOptions, factory: SessionFactory) -> Result<(), ExecutorError> {
+    if let Some(dir) = &options.work_dir {
+        std::fs::create_dir_all(dir).map_err(|source| ExecutorError::WorkDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let health = ExecutorHealth::new();
+    if let Some(port) = options.health_port {
+        serve_health(&options.bind_host, port, health.clone()).await?;
+    }
+    let config = process_config(&options, &factory, health);
+    tracing::info!(
+        scheduler = %format!("{}:{}", options.scheduler_host, options.scheduler_port),
+        flight_port = options.flight_port,
+        slots = config.vcores,
+        "starting executor"
+    );
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| ExecutorError::Runtime(quiver_core::secret::redact(&e.to_string()).into_owned()))
+}
+
+/// Ballista's executor configuration for these options.
+pub fn process_config(options: &ExecutorOptions, factory: &SessionFactory, health: ExecutorHealth) -> ExecutorProcessConfig {
+    let slots = if options.slots == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        options.slots
+    };
+    let mut config = ExecutorProcessConfig {
+        bind_host: options.bind_host.clone(),
+        external_host: options.external_host.clone(),
+        port: options.flight_port,
+        grpc_port: options.grpc_port,
+        scheduler_host: options.scheduler_host.clone(),
+        scheduler_port: options.scheduler_port,
+        scheduler_connect_timeout_seconds: options.connect_timeout.as_secs().min(u16::MAX as u64) as u16,
+        vcores: slots,
+        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        work_dir: options.work_dir.as_ref().map(|d| d.display().to_string()),
+        executor_heartbeat_interval_seconds: options.heartbeat_interval.as_secs().max(1),
+        memory_pool_size: options.memory_limit,
+        job_data_ttl_seconds: options.shuffle_ttl.map_or(0, |t| t.as_secs()),
+        job_data_clean_up_interval_seconds: if options.shuffle_ttl.is_some() { 600 } else { 0 },
+        override_config_producer: Some(factory.config_producer()),
+        override_runtime_producer: Some(factory.runtime_producer(options.work_dir.clone())),
+        override_logical_codec: Some(factory.logical_codec()),
+        override_physical_codec: Some(factory.physical_codec()),
+        health,
+        ..ExecutorProcessConfig::default()
+    };
+    if let Some(id) = &options.id {
+        config.executor_id = id.clone();
+    }
+    config
+}
+
+async fn serve_health(bind_host: &str, port: u16, health: ExecutorHealth) -> Result<(), ExecutorError> {
+    let addr = format!("{bind_host}:{port}");
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ExecutorError::Health { addr: addr.clone(), source })?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = health.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not registered with the scheduler")
+                    }
+                }
+            }),
+        );
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "executor health endpoints listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("executor health server stopped: {e}");
+        }
+    });
+    Ok(())
+}

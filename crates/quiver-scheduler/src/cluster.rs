@@ -1,0 +1,151 @@
+//! The cluster as users see it: executors alive and lost, slots, tasks.
+//!
+//! Ballista forgets an executor once it is removed; [`ClusterView`] remembers
+//! lost executors (and why) so the overview and the executors page can show
+//! them, as Spark's master UI shows dead workers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ballista_core::serde::protobuf::executor_metric::Metric;
+use ballista_scheduler::cluster::ClusterStateEvent;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use quiver_core::api::{ClusterOverview, ExecutorInfo};
+
+use crate::jobs::{Ballista, JobService, now_ms};
+
+#[derive(Debug, Clone)]
+struct Lost {
+    info: ExecutorInfo,
+}
+
+/// Executors past and present.
+pub struct ClusterView {
+    started_at: u64,
+    executor_timeout_secs: u64,
+    /// Last known record of every executor that registered, by id.
+    seen: Mutex<BTreeMap<String, ExecutorInfo>>,
+    lost: Mutex<BTreeMap<String, Lost>>,
+}
+
+impl ClusterView {
+    /// A view whose executors count as alive within `executor_timeout_secs` of
+    /// their last heartbeat.
+    pub fn new(executor_timeout_secs: u64) -> Arc<Self> {
+        Arc::new(Self {
+            started_at: now_ms(),
+            executor_timeout_secs,
+            seen: Mutex::default(),
+            lost: Mutex::default(),
+        })
+    }
+
+    /// Follows Ballista's cluster events to notice executors leaving.
+    pub async fn follow(self: &Arc<Self>, scheduler: &Ballista) {
+        let events = match scheduler.cluster_state_events().await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("cannot follow executor events: {e}");
+                return;
+            }
+        };
+        let view = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut events = events;
+            while let Some(event) = events.next().await {
+                match event {
+                    ClusterStateEvent::RegisteredExecutor { executor_id } => {
+                        tracing::info!(executor = %executor_id, "executor registered");
+                        view.lost.lock().remove(&executor_id);
+                    }
+                    ClusterStateEvent::RemovedExecutor { executor_id } => {
+                        tracing::warn!(executor = %executor_id, "executor lost");
+                        let last = view.seen.lock().get(&executor_id).cloned();
+                        if let Some(mut info) = last {
+                            info.state = "lost".into();
+                            info.running_tasks = 0;
+                            info.free_slots = 0;
+                            info.lost_reason = Some(format!(
+                                "removed by the scheduler (no heartbeat for {}s, or it stopped)",
+                                view.executor_timeout_secs
+                            ));
+                            view.lost.lock().insert(executor_id, Lost { info });
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Every executor, alive ones first.
+    pub async fn executors(&self, scheduler: &Ballista, jobs: &JobService) -> Vec<ExecutorInfo> {
+        let counts = jobs.executor_task_counts();
+        let state = scheduler.state.executor_manager.get_executors_state().await.unwrap_or_default();
+        let now_secs = now_ms() / 1000;
+        let mut out = Vec::new();
+        for (meta, heartbeat, metrics) in state {
+            let last = heartbeat.map(|d| d.as_secs());
+            let alive = last.is_some_and(|t| now_secs.saturating_sub(t) <= self.executor_timeout_secs);
+            let (running, finished, failed) = counts.get(&meta.id).copied().unwrap_or_default();
+            let mut memory_used = None;
+            let mut memory_peak = None;
+            for m in metrics.iter().filter_map(|m| m.metric) {
+                match m {
+                    Metric::ProcPhysicalMemory(b) => memory_used = Some(b),
+                    Metric::PeakPhysicalMemory(b) if b > 0 => memory_peak = Some(b),
+                    _ => {}
+                }
+            }
+            let slots = meta.specification.vcores;
+            let info = ExecutorInfo {
+                id: meta.id.clone(),
+                host: meta.host.clone(),
+                port: meta.port,
+                state: if alive { "alive" } else { "lost" }.into(),
+                slots,
+                free_slots: slots.saturating_sub(running.min(u32::MAX as u64) as u32),
+                running_tasks: running,
+                finished_tasks: finished,
+                failed_tasks: failed,
+                memory_used,
+                memory_peak,
+                last_heartbeat: last.map(|s| s * 1000),
+                lost_reason: (!alive).then(|| "no heartbeat within the executor timeout".into()),
+            };
+            self.seen.lock().insert(meta.id.clone(), info.clone());
+            out.push(info);
+        }
+        let present: Vec<String> = out.iter().map(|e| e.id.clone()).collect();
+        for (id, lost) in self.lost.lock().iter() {
+            if !present.contains(id) {
+                let mut info = lost.info.clone();
+                if let Some((_, finished, failed)) = counts.get(id).copied() {
+                    info.finished_tasks = finished;
+                    info.failed_tasks = failed;
+                }
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| (a.state != "alive", &a.host, a.port).cmp(&(b.state != "alive", &b.host, b.port)));
+        out
+    }
+
+    /// The overview page's numbers.
+    pub async fn overview(&self, scheduler: &Ballista, jobs: &JobService) -> ClusterOverview {
+        let executors = self.executors(scheduler, jobs).await;
+        let alive: Vec<&ExecutorInfo> = executors.iter().filter(|e| e.state == "alive").collect();
+        let (running, queued, total) = jobs.counts();
+        ClusterOverview {
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: self.started_at,
+            executors_alive: alive.len(),
+            executors_lost: executors.len() - alive.len(),
+            slots_total: alive.iter().map(|e| e.slots as u64).sum(),
+            slots_used: alive.iter().map(|e| (e.slots - e.free_slots) as u64).sum(),
+            jobs_running: running,
+            jobs_queued: queued,
+            jobs_total: total,
+        }
+    }
+}

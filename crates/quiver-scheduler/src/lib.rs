@@ -1,0 +1,320 @@
+//! The Quiver scheduler: the spark-master of a Quiver cluster.
+//!
+//! One port (50050 by default) serves everything a cluster needs from its
+//! scheduler:
+//!
+//! * Ballista's scheduler gRPC service (clients submit queries, executors
+//!   register, heartbeat and report tasks);
+//! * an Arrow Flight proxy, so clients fetch results through the scheduler
+//!   and never need to reach an executor;
+//! * the job service's REST API ([`api`]) and Prometheus metrics;
+//! * the web UI ([`ui`]);
+//! * `/healthz` and `/readyz` probes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quiver_scheduler::SchedulerError> {
+//! use quiver_core::{config::Settings, session::SessionFactory};
+//! use quiver_scheduler::{SchedulerOptions, start};
+//! let factory = SessionFactory::new(&Settings::new()).expect("config");
+//! let scheduler = start(SchedulerOptions::default(), factory).await?;
+//! println!("listening on {}", scheduler.url());
+//! scheduler.wait().await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod cluster;
+pub mod history;
+pub mod jobs;
+pub mod metrics;
+pub mod observe;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use ballista_core::flight_proxy_service::BallistaFlightProxyService;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
+use ballista_core::serde::BallistaCodec;
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::cluster::memory::{InMemoryClusterState, InMemoryJobState};
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::metrics::default_metrics_collector;
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use ballista_scheduler::state::session_manager::share_file_statistics_cache;
+use quiver_core::session::SessionFactory;
+use tokio::task::JoinHandle;
+
+use crate::api::AppState;
+use crate::auth::Auth;
+use crate::cluster::ClusterView;
+use crate::history::{HistoryLocation, HistoryStore};
+use crate::jobs::{JobService, JobServiceOptions};
+use crate::metrics::SchedulerMetrics;
+use crate::observe::ObservedJobState;
+
+/// Default scheduler port.
+pub const DEFAULT_PORT: u16 = 50050;
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Address to bind.
+    pub bind_host: String,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// Host name executors and clients use to reach the scheduler.
+    pub external_host: String,
+    /// An executor with no heartbeat for this long is considered lost and its
+    /// work is rescheduled.
+    pub executor_timeout: Duration,
+    /// Where job history is kept.
+    pub history: HistoryLocation,
+    /// Limits of the job service.
+    pub jobs: JobServiceOptions,
+    /// Access token required by the API, the UI and job submission.
+    pub token: Option<String>,
+    /// Spread each stage's tasks evenly over executors (true) or fill one
+    /// executor's slots first (false).
+    pub round_robin: bool,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            bind_host: "0.0.0.0".into(),
+            port: DEFAULT_PORT,
+            external_host: "localhost".into(),
+            executor_timeout: Duration::from_secs(30),
+            history: HistoryLocation::Memory,
+            jobs: JobServiceOptions::default(),
+            token: None,
+            round_robin: true,
+        }
+    }
+}
+
+/// Why the scheduler could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another scheduler running? use --port)")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Job history could not be opened.
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
+    /// Ballista's scheduler failed.
+    #[error("scheduler failed: {0}")]
+    Ballista(String),
+    /// The server stopped with an error.
+    #[error("scheduler server stopped: {0}")]
+    Serve(String),
+}
+
+/// A running scheduler.
+pub struct SchedulerHandle {
+    addr: SocketAddr,
+    scheduler: jobs::Ballista,
+    url: String,
+    jobs: Arc<JobService>,
+    server: JoinHandle<Result<(), SchedulerError>>,
+}
+
+impl SchedulerHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port` for clients on this host.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True once an executor has registered.
+    pub fn is_ready(&self) -> bool {
+        self.scheduler.is_ready()
+    }
+
+    /// The job service.
+    pub fn jobs(&self) -> &Arc<JobService> {
+        &self.jobs
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<(), SchedulerError> {
+        self.server.await.map_err(|e| SchedulerError::Serve(e.to_string()))?
+    }
+
+    /// Stops the server.
+    pub fn abort(&self) {
+        self.server.abort();
+    }
+}
+
+fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u16) -> SchedulerConfig {
+    let timeout = options.executor_timeout.as_secs().max(2);
+    SchedulerConfig {
+        external_host: options.external_host.clone(),
+        bind_host: options.bind_host.clone(),
+        bind_port: port,
+        task_distribution: if options.round_robin {
+            TaskDistributionPolicy::RoundRobin
+        } else {
+            TaskDistributionPolicy::Bias
+        },
+        executor_timeout_seconds: timeout,
+        expire_dead_executor_interval_seconds: (timeout / 4).clamp(1, 15),
+        no_executors_grace_period_seconds: timeout,
+        // Shuffle data of finished queries goes after a minute, their state after an hour.
+        finished_job_data_clean_up_interval_seconds: 60,
+        finished_job_state_clean_up_interval_seconds: 3600,
+        grpc_server_max_decoding_message_size: 256 * 1024 * 1024,
+        grpc_server_max_encoding_message_size: 256 * 1024 * 1024,
+        grpc_client_max_message_size: 256 * 1024 * 1024,
+        enable_embedded_flight_proxy: true,
+        min_ready_executors: 1,
+        override_config_producer: Some(factory.config_producer()),
+        override_session_builder: Some(factory.session_builder()),
+        override_logical_codec: Some(factory.logical_codec()),
+        override_physical_codec: Some(factory.physical_codec()),
+        ..SchedulerConfig::default()
+    }
+}
+
+/// Starts a scheduler and returns once it accepts connections.
+pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result<SchedulerHandle, SchedulerError> {
+    let bind = format!("{}:{}", options.bind_host, options.port);
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|source| SchedulerError::Bind { addr: bind.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| SchedulerError::Bind { addr: bind, source })?;
+    let config = Arc::new(ballista_config(&options, &factory, addr.port()));
+    config.validate().map_err(|e| SchedulerError::Ballista(e.to_string()))?;
+
+    let metrics = SchedulerMetrics::new();
+    let history = HistoryStore::open(&options.history, factory.storage())?;
+    if options.history == HistoryLocation::Memory {
+        tracing::info!("job history is kept in memory only; pass --history DIR or s3://bucket/prefix to keep it across restarts");
+    }
+    let jobs = JobService::new(history, factory.clone(), options.jobs.clone(), metrics.clone()).await?;
+
+    let job_state = InMemoryJobState::new(
+        config.scheduler_id.clone(),
+        share_file_statistics_cache(factory.session_builder()),
+        factory.config_producer(),
+    );
+    let observed = ObservedJobState::new(Arc::new(job_state), jobs.clone());
+    let cluster = BallistaCluster::new(Arc::new(InMemoryClusterState::default()), Arc::new(observed));
+    let codec = BallistaCodec::new(factory.logical_codec(), factory.physical_codec());
+    let collector = default_metrics_collector().map_err(|e| SchedulerError::Ballista(e.to_string()))?;
+    let mut scheduler: jobs::Ballista =
+        SchedulerServer::new(config.scheduler_endpoint(), cluster, codec, Arc::clone(&config), collector);
+    scheduler.init().await.map_err(|e| SchedulerError::Ballista(e.to_string()))?;
+
+    let local_host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        ip => ip.to_string(),
+    };
+    let url = format!("http://{local_host}:{}", addr.port());
+    jobs.attach(scheduler.clone(), url.clone(), options.token.clone());
+    let view = ClusterView::new(config.executor_timeout_seconds);
+    view.follow(&scheduler).await;
+
+    let auth = Auth::new(options.token.clone());
+    let app = AppState {
+        jobs: Arc::clone(&jobs),
+        cluster: view,
+        scheduler: scheduler.clone(),
+        metrics,
+        auth: auth.clone(),
+    };
+    let router = router(app, &config, auth);
+    tracing::info!(
+        %addr,
+        history = %options.history,
+        auth = options.token.is_some(),
+        "Quiver scheduler listening (gRPC, Flight proxy, REST, UI)"
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| SchedulerError::Serve(e.to_string()))
+    });
+    Ok(SchedulerHandle {
+        addr,
+        scheduler,
+        url,
+        jobs,
+        server,
+    })
+}
+
+fn router(app: AppState, config: &SchedulerConfig, auth: Auth) -> Router {
+    let max_decoding = config.grpc_server_max_decoding_message_size as usize;
+    let max_encoding = config.grpc_server_max_encoding_message_size as usize;
+    let grpc = SchedulerGrpcServer::new(app.scheduler.clone())
+        .max_decoding_message_size(max_decoding)
+        .max_encoding_message_size(max_encoding);
+    let proxy = BallistaFlightProxyService::new(max_decoding, max_encoding, false, None);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(grpc);
+    routes.add_service(
+        FlightServiceServer::new(proxy)
+            .max_decoding_message_size(max_decoding)
+            .max_encoding_message_size(max_encoding),
+    );
+    let tonic = routes.routes().into_axum_router();
+
+    let health = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    api::routes()
+        .merge(ui::routes())
+        .merge(health)
+        .with_state(app)
+        .merge(tonic)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require_token))
+}
+
+async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
+    if app.scheduler.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no executor has registered yet")
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("scheduler shutting down");
+}

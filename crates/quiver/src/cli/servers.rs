@@ -1,0 +1,162 @@
+//! `quiver scheduler` and `quiver executor`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use quiver_core::config::Settings;
+use quiver_core::session::SessionFactory;
+use quiver_executor::ExecutorOptions;
+use quiver_scheduler::SchedulerOptions;
+use quiver_scheduler::history::HistoryLocation;
+use quiver_scheduler::jobs::JobServiceOptions;
+
+use super::UsageError;
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "QUIVER_BIND", default_value = "0.0.0.0")]
+    bind: String,
+    /// Port for gRPC, REST, the UI and metrics.
+    #[arg(long, short = 'p', env = "QUIVER_PORT", default_value_t = quiver_scheduler::DEFAULT_PORT)]
+    port: u16,
+    /// Host name executors and clients use to reach this scheduler.
+    #[arg(long, env = "QUIVER_EXTERNAL_HOST", default_value = "localhost")]
+    external_host: String,
+    /// Seconds without a heartbeat after which an executor is lost and its work rerun.
+    #[arg(long, env = "QUIVER_EXECUTOR_TIMEOUT", default_value_t = 30, value_name = "SECS")]
+    executor_timeout: u64,
+    /// Where job history is kept: a directory, s3://bucket/prefix, or `memory`.
+    #[arg(long, env = "QUIVER_HISTORY", default_value = "memory", value_name = "LOCATION")]
+    history: HistoryLocation,
+    /// Jobs kept in history.
+    #[arg(long, env = "QUIVER_HISTORY_MAX_JOBS", default_value_t = 1000)]
+    history_max_jobs: usize,
+    /// Days finished jobs are kept in history.
+    #[arg(long, env = "QUIVER_HISTORY_MAX_AGE_DAYS", default_value_t = 30)]
+    history_max_age_days: u64,
+    /// Scripts run at once; more wait as queued.
+    #[arg(long, env = "QUIVER_MAX_RUNNING_JOBS", default_value_t = 4)]
+    max_running_jobs: usize,
+    /// Rows kept from each query result of a submitted script.
+    #[arg(long, env = "QUIVER_MAX_RESULT_ROWS", default_value_t = 100_000)]
+    max_result_rows: usize,
+    /// File holding the access token clients must send (or set QUIVER_TOKEN).
+    #[arg(long, env = "QUIVER_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let factory = factory(config)?;
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => super::token_from_env(),
+    };
+    let options = SchedulerOptions {
+        bind_host: args.bind,
+        port: args.port,
+        external_host: args.external_host,
+        executor_timeout: Duration::from_secs(args.executor_timeout),
+        history: args.history,
+        jobs: JobServiceOptions {
+            max_running_jobs: args.max_running_jobs,
+            max_result_rows: args.max_result_rows,
+            max_history_jobs: args.history_max_jobs,
+            max_history_age: Duration::from_secs(args.history_max_age_days * 24 * 3600),
+            ..JobServiceOptions::default()
+        },
+        token,
+        round_robin: true,
+    };
+    let handle = quiver_scheduler::start(options, factory).await?;
+    eprintln!("quiver scheduler listening on {} (UI: {}/ui)", handle.addr(), handle.url());
+    handle.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler, as HOST:PORT.
+    #[arg(long, env = "QUIVER_SCHEDULER", default_value = "localhost:50050")]
+    scheduler: String,
+    /// Address to bind the executor's services to.
+    #[arg(long, env = "QUIVER_BIND", default_value = "0.0.0.0")]
+    bind: String,
+    /// Host name the scheduler, other executors and clients use to reach this
+    /// executor (its container name in Docker); default: the address the
+    /// scheduler sees.
+    #[arg(long, env = "QUIVER_EXTERNAL_HOST")]
+    external_host: Option<String>,
+    /// Arrow Flight port (shuffle data and results).
+    #[arg(long, env = "QUIVER_FLIGHT_PORT", default_value_t = quiver_executor::DEFAULT_FLIGHT_PORT)]
+    flight_port: u16,
+    /// gRPC port the scheduler pushes tasks to.
+    #[arg(long, env = "QUIVER_GRPC_PORT", default_value_t = quiver_executor::DEFAULT_GRPC_PORT)]
+    grpc_port: u16,
+    /// Port for /healthz and /readyz (0 disables them).
+    #[arg(long, env = "QUIVER_HEALTH_PORT", default_value_t = quiver_executor::DEFAULT_HEALTH_PORT)]
+    health_port: u16,
+    /// Task slots (partitions run at once); 0 means one per CPU core.
+    #[arg(long, short = 'c', env = "QUIVER_SLOTS", default_value_t = 0)]
+    slots: usize,
+    /// Memory for query operators, e.g. 4GiB or 512MB; beyond it they spill to
+    /// disk. Default: 70% of the container's or host's memory.
+    #[arg(long, env = "QUIVER_MEMORY_LIMIT", value_parser = parse_size)]
+    memory_limit: Option<u64>,
+    /// Directory for shuffle and spill files (default: a temporary directory).
+    #[arg(long, env = "QUIVER_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// This executor's id (default: generated).
+    #[arg(long, env = "QUIVER_EXECUTOR_ID")]
+    id: Option<String>,
+    /// Seconds between heartbeats to the scheduler.
+    #[arg(long, env = "QUIVER_HEARTBEAT_INTERVAL", default_value_t = 5, value_name = "SECS")]
+    heartbeat_interval: u64,
+    /// Seconds to keep trying to reach the scheduler at startup.
+    #[arg(long, env = "QUIVER_CONNECT_TIMEOUT", default_value_t = 60, value_name = "SECS")]
+    connect_timeout: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("'{s}' is not a size like 4GiB or 512MB: {e}"))
+}
+
+pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let factory = factory(config)?;
+    let url = quiver::client::scheduler_url(&args.scheduler)?;
+    let parsed = url::Url::parse(&url).map_err(|e| UsageError(format!("--scheduler: {e}")))?;
+    let options = ExecutorOptions {
+        scheduler_host: parsed.host_str().unwrap_or("localhost").to_owned(),
+        scheduler_port: parsed.port().unwrap_or(quiver_scheduler::DEFAULT_PORT),
+        bind_host: args.bind,
+        external_host: args.external_host,
+        flight_port: args.flight_port,
+        grpc_port: args.grpc_port,
+        health_port: (args.health_port != 0).then_some(args.health_port),
+        slots: args.slots,
+        memory_limit: args.memory_limit,
+        work_dir: args.work_dir,
+        id: args.id,
+        heartbeat_interval: Duration::from_secs(args.heartbeat_interval.max(1)),
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        ..ExecutorOptions::default()
+    };
+    quiver_executor::run(options, factory).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The session factory of this process, from its config file.
+pub fn factory(config: Option<&Path>) -> anyhow::Result<SessionFactory> {
+    let settings = Settings::load(config)?;
+    Ok(SessionFactory::new(&settings)?)
+}

@@ -1,0 +1,24 @@
+//! The `quiver` command: scheduler, executor, submit, sql and jobs.
+//!
+//! Errors are printed once, here, as `quiver: <what failed>: <why>`, with
+//! secrets scrubbed. Exit codes: 0 success, 1 a job or statement failed or an
+//! operation could not be done, 2 bad usage or configuration, 130 interrupted.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("quiver: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(cli::run(cli));
+    // Background tasks (heartbeats, servers) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
+}
