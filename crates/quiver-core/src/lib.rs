@@ -9,6 +9,7 @@
 //! * [`config`]: settings (`key = value`) from config files, `--conf`, `SET` and REST jobs;
 //! * [`storage`]: the one place S3 is configured and object stores are built;
 //! * [`session`]: building DataFusion sessions, with Quiver's options and codecs;
+//! * [`tables`] and [`codec`]: Quiver's table types and how plans carry them across processes;
 //! * [`script`], [`ctas`] and [`runner`]: turning SQL scripts into statements and running them;
 //! * [`output`]: printing results as tables, CSV or JSON;
 //! * [`secret`] and [`logging`]: keeping credentials out of everything shown or logged.
@@ -32,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod codec;
 pub mod config;
 pub mod ctas;
 pub mod logging;
@@ -41,3 +43,4 @@ pub mod script;
 pub mod secret;
 pub mod session;
 pub mod storage;
+pub mod tables;

@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::config::TableOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -132,7 +133,7 @@ impl StatementRunner {
                 truncated,
                 elapsed: started.elapsed(),
             }),
-            Err(err) => Err(self.failure(statement, err)),
+            Err(err) => Err(self.failure(statement, err).await),
         }
     }
 
@@ -283,10 +284,22 @@ impl StatementRunner {
         Ok((kind, format!("table {} created: {rows} rows written to {location}", ctas.name), schema, batches))
     }
 
-    fn failure(&self, statement: &Statement, err: RunError) -> StatementFailure {
+    async fn failure(&self, statement: &Statement, err: RunError) -> StatementFailure {
         let message = match err {
             RunError::User(message) => message,
-            RunError::Engine(e) => self.describe(&e, statement.line),
+            RunError::Engine(e) => {
+                let mut message = self.describe(&e, statement.line);
+                if is_decode_error(&message) {
+                    let sql = match parse_ctas(&statement.sql) {
+                        Ok(Some(ctas)) => ctas.query,
+                        _ => statement.sql.clone(),
+                    };
+                    if let Some(file) = self.find_unreadable_file(&sql).await {
+                        message = format!("{message}\n  in file: {file}");
+                    }
+                }
+                message
+            }
         };
         let mut first_line: String = statement.first_line().chars().take(80).collect();
         if first_line.len() < statement.first_line().len() {
@@ -298,6 +311,73 @@ impl StatementRunner {
             first_line: secret::redact(&first_line).into_owned(),
             message: secret::redact(&message).into_owned(),
         }
+    }
+
+    /// Finds the file a failed scan could not decode: reads each file of the
+    /// statement's tables on its own, here, until one fails. Engine errors do
+    /// not say which file they came from; users need to know.
+    async fn find_unreadable_file(&self, sql: &str) -> Option<String> {
+        const MAX_FILES: usize = 1000;
+        let plan = self.ctx.state().create_logical_plan(sql).await.ok()?;
+        let mut tables: Vec<Arc<dyn datafusion::catalog::TableProvider>> = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Ok(provider) = datafusion::catalog::default_table_source::source_as_provider(&scan.source)
+                && provider.downcast_ref::<ListingTable>().is_some()
+            {
+                tables.push(provider);
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        let local = SessionContext::new_with_state(
+            datafusion::execution::SessionStateBuilder::new()
+                .with_config(self.ctx.copied_config())
+                .with_runtime_env(self.ctx.runtime_env())
+                .with_default_features()
+                .build(),
+        );
+        let mut probed = 0;
+        for provider in tables {
+            let table = provider.downcast_ref::<ListingTable>()?;
+            let options = table.options().clone();
+            let partition_cols: Vec<&String> = options.table_partition_cols.iter().map(|(n, _)| n).collect();
+            let file_schema = Arc::new(Schema::new(
+                table
+                    .schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| !partition_cols.contains(&f.name()))
+                    .map(|f| f.as_ref().clone())
+                    .collect::<Vec<_>>(),
+            ));
+            for path in table.table_paths() {
+                let store = self.ctx.runtime_env().object_store(path).ok()?;
+                let files: Vec<_> = store.list(Some(path.prefix())).try_collect().await.ok()?;
+                for meta in files {
+                    let key = meta.location.to_string();
+                    if !key.ends_with(&options.file_extension) || !path.contains(&meta.location, true) {
+                        continue;
+                    }
+                    probed += 1;
+                    if probed > MAX_FILES {
+                        return None;
+                    }
+                    let url = format!("{}{}", path.object_store().as_str(), key);
+                    let Ok(file_url) = ListingTableUrl::parse(&url) else { continue };
+                    let single_options = ListingOptions::new(Arc::clone(&options.format))
+                        .with_file_extension(options.file_extension.clone());
+                    let config = ListingTableConfig::new(file_url)
+                        .with_listing_options(single_options)
+                        .with_schema(Arc::clone(&file_schema));
+                    let Ok(single) = ListingTable::try_new(config) else { continue };
+                    let read = async { local.read_table(Arc::new(single))?.collect().await };
+                    if read.await.is_err() {
+                        return Some(url);
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Turns an engine error into a message for a person: parser positions are
@@ -428,11 +508,16 @@ fn mask_setting_values(batch: &RecordBatch) -> Result<RecordBatch, DataFusionErr
 }
 
 /// Strips layers of wrapping the engine adds around the message that matters.
+///
+/// A task failure on the cluster arrives as `Execution error: Job J failed:
+/// Job failed due to stage S failed: Task failed due to runtime execution
+/// error: DataFusionError(Shared(External(ArrowError(CsvError("...")))))`;
+/// this turns it into `malformed CSV: ... (query J, stage S)`.
 pub fn clean_message(message: &str) -> String {
     let mut m = message.trim().to_owned();
     loop {
         let before = m.len();
-        for prefix in ["External error: ", "Arrow error: External error: "] {
+        for prefix in ["External error: ", "Arrow error: External error: ", "Execution error: "] {
             if let Some(rest) = m.strip_prefix(prefix) {
                 m = rest.trim().to_owned();
             }
@@ -441,7 +526,49 @@ pub fn clean_message(message: &str) -> String {
             break;
         }
     }
+    let task = regex::Regex::new(
+        r"(?s)^Job (\S+) failed: Job failed due to stage (\d+) failed: Task failed due to runtime execution error: (.*)$",
+    )
+    .expect("valid regex");
+    if let Some(c) = task.captures(&m) {
+        let (inner, kinds) = unwrap_debug(&c[3]);
+        let kind = if kinds.iter().any(|k| k == "CsvError") {
+            "malformed CSV: "
+        } else if kinds.iter().any(|k| k == "JsonError") {
+            "malformed JSON: "
+        } else {
+            ""
+        };
+        return format!("{kind}{inner} (query {}, stage {})", &c[1], &c[2]);
+    }
+    let job = regex::Regex::new(r"(?s)^Job (\S+) failed: (.*)$").expect("valid regex");
+    if let Some(c) = job.captures(&m) {
+        return format!("{} (query {})", unwrap_debug(&c[2]).0, &c[1]);
+    }
     m
+}
+
+/// Peels `Name(...)` layers of a Debug-printed error; returns the innermost
+/// text and the names peeled.
+fn unwrap_debug(text: &str) -> (String, Vec<String>) {
+    let layer = regex::Regex::new(r"(?s)^([A-Za-z]+)\((.*)\)$").expect("valid regex");
+    let mut s = text.trim().to_owned();
+    let mut names = Vec::new();
+    while let Some(c) = layer.captures(&s) {
+        names.push(c[1].to_owned());
+        s = c[2].trim().to_owned();
+    }
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        s = s[1..s.len() - 1].replace("\\\"", "\"").replace("\\n", "\n");
+    }
+    (s, names)
+}
+
+/// True for errors that come from decoding a file's contents.
+fn is_decode_error(message: &str) -> bool {
+    ["malformed CSV", "malformed JSON", "Parquet error", "Csv error", "Json error", "Invalid Parquet"]
+        .iter()
+        .any(|n| message.contains(n))
 }
 
 /// Rewrites the parser's `Line: N, Column: C` (relative to the statement) into
@@ -529,6 +656,36 @@ mod tests {
         let text = arrow::util::pretty::pretty_format_batches(&out.batches).unwrap().to_string();
         assert!(!text.contains("topsecret-show"), "{text}");
         assert!(text.contains(secret::MASK), "{text}");
+    }
+
+    #[test]
+    fn cluster_task_failures_are_unwrapped() {
+        let raw = "Execution error: Job 038G failed: Job failed due to stage 0 failed: Task failed due to runtime \
+                   execution error: DataFusionError(Shared(External(ArrowError(CsvError(\"incorrect number of fields \\\"x\\\"\")))))";
+        assert_eq!(
+            clean_message(raw),
+            "malformed CSV: incorrect number of fields \"x\" (query 038G, stage 0)"
+        );
+        assert_eq!(clean_message("External error: Execution error: plain"), "plain");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_decoded_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "x\n1\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), "x\n2\n3,4,5\n").unwrap();
+        let r = runner();
+        let results = run_script(
+            &r,
+            &format!(
+                "CREATE EXTERNAL TABLE t (x BIGINT) STORED AS CSV LOCATION '{}/' OPTIONS ('format.has_header' 'true');\n\
+                 SELECT sum(x) FROM t;",
+                dir.path().display()
+            ),
+        )
+        .await;
+        let err = results[1].as_ref().unwrap_err();
+        assert!(err.message.contains("in file: file://") && err.message.ends_with("b.csv"), "{err}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
-use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
@@ -164,7 +164,7 @@ impl SessionFactory {
         let factory = Self {
             storage,
             defaults: Settings::new(),
-            logical_codec: Arc::new(BallistaLogicalExtensionCodec::default()),
+            logical_codec: Arc::new(crate::codec::QuiverLogicalCodec::default()),
             physical_codec: Arc::new(BallistaPhysicalExtensionCodec::default()),
         };
         let mut probe = factory.base_config();
@@ -285,7 +285,9 @@ impl SessionFactory {
             .build()
             .upgrade_for_ballista(scheduler_url.to_owned())
             .map_err(SessionError::Engine)?;
-        Ok(SessionContext::new_with_state(state))
+        let ctx = SessionContext::new_with_state(state);
+        crate::tables::install(&ctx);
+        Ok(ctx)
     }
 
     /// A single-process DataFusion session (no cluster), with the same storage.
@@ -298,7 +300,9 @@ impl SessionFactory {
             .with_config(config)
             .with_runtime_env(runtime)
             .build();
-        Ok(SessionContext::new_with_state(state))
+        let ctx = SessionContext::new_with_state(state);
+        crate::tables::install(&ctx);
+        Ok(ctx)
     }
 }
 

@@ -18,6 +18,8 @@
 
 #![warn(missing_docs)]
 
+pub mod engine;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,6 +172,7 @@ pub fn process_config(options: &ExecutorOptions, factory: &SessionFactory, healt
         override_runtime_producer: Some(factory.runtime_producer(options.work_dir.clone())),
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
+        override_execution_engine: Some(Arc::new(engine::QuiverExecutionEngine::new(Duration::from_secs(30)))),
         health,
         ..ExecutorProcessConfig::default()
     };

@@ -1,0 +1,193 @@
+//! The executor's execution engine: Ballista's, plus repairs to plans that
+//! lost information on the way from the scheduler.
+//!
+//! datafusion-proto 55 does not carry a file scan's compression: a scan of
+//! `orders.csv.gz` arrives as a plain CSV scan and reads gzip bytes as text.
+//! DataFusion only lists compressed files whose names end in the compressed
+//! extension (`.csv.gz`, `.json.bz2`, ...), so the compression can be read
+//! back from the file names; [`restore_compression`] does that before a task
+//! runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ballista_core::JobId;
+use ballista_core::client::BallistaClient;
+use ballista_core::client_pool::{BallistaClientPool, PooledClient};
+use ballista_core::extension::BallistaConfigGrpcEndpoint;
+use ballista_core::utils::GrpcClientConfig;
+use ballista_executor::execution_engine::{DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor};
+use datafusion::common::Result;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+
+/// Ballista's engine with Quiver's plan repairs.
+pub struct QuiverExecutionEngine {
+    inner: DefaultExecutionEngine,
+}
+
+impl QuiverExecutionEngine {
+    /// An engine whose shuffle clients stay open `client_ttl` when idle.
+    pub fn new(client_ttl: Duration) -> Self {
+        Self {
+            inner: DefaultExecutionEngine::with_client_pool(ShuffleClientPool::new(client_ttl)),
+        }
+    }
+}
+
+type PoolKey = (String, u16, GrpcClientConfig);
+type Idle = parking_lot::Mutex<HashMap<PoolKey, Vec<(BallistaClient, Instant)>>>;
+
+/// Reuses connections to other executors for shuffle reads, so a
+/// shuffle-heavy query does not open (and leave in TIME_WAIT) one connection
+/// per fetch. Connections idle longer than the TTL are closed.
+pub struct ShuffleClientPool {
+    idle: Arc<Idle>,
+}
+
+impl std::fmt::Debug for ShuffleClientPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShuffleClientPool").field("endpoints", &self.idle.lock().len()).finish()
+    }
+}
+
+impl ShuffleClientPool {
+    /// A pool that closes connections idle for `ttl`; its sweeper stops when the pool is dropped.
+    pub fn new(ttl: Duration) -> Arc<Self> {
+        let idle: Arc<Idle> = Arc::default();
+        let weak: Weak<Idle> = Arc::downgrade(&idle);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let mut tick = tokio::time::interval(ttl.max(Duration::from_secs(3)) / 3);
+                loop {
+                    tick.tick().await;
+                    let Some(idle) = weak.upgrade() else { break };
+                    idle.lock().retain(|_, clients| {
+                        clients.retain(|(_, since)| since.elapsed() < ttl);
+                        !clients.is_empty()
+                    });
+                }
+            });
+        }
+        Arc::new(Self { idle })
+    }
+}
+
+#[async_trait::async_trait]
+impl BallistaClientPool for ShuffleClientPool {
+    async fn acquire(
+        &self,
+        host: &str,
+        port: u16,
+        config: &GrpcClientConfig,
+        customize_endpoint: Option<Arc<BallistaConfigGrpcEndpoint>>,
+    ) -> ballista_core::error::Result<PooledClient> {
+        let key: PoolKey = (host.to_owned(), port, config.clone());
+        let reused = self.idle.lock().get_mut(&key).and_then(Vec::pop).map(|(c, _)| c);
+        let client = match reused {
+            Some(c) => c,
+            None => {
+                BallistaClient::try_new(
+                    host,
+                    port,
+                    config.max_message_size,
+                    config.use_tls,
+                    customize_endpoint,
+                    config.io_retries_times,
+                    config.io_retry_wait_time_ms,
+                    config.initial_connection_window_size,
+                    config.initial_stream_window_size,
+                )
+                .await?
+            }
+        };
+        let idle = Arc::clone(&self.idle);
+        Ok(PooledClient::new(
+            client,
+            Box::new(move |c| idle.lock().entry(key).or_default().push((c, Instant::now()))),
+        ))
+    }
+
+    async fn evict_idle(&self) {}
+}
+
+impl ExecutionEngine for QuiverExecutionEngine {
+    fn create_query_stage_exec(
+        &self,
+        job_id: JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn ExecutionPlan>,
+        work_dir: &str,
+        config: &SessionConfig,
+    ) -> Result<Arc<dyn QueryStageExecutor>> {
+        let plan = restore_compression(plan)?;
+        self.inner
+            .create_query_stage_exec(job_id, stage_id, task_id, global_output_partition_ids, plan, work_dir, config)
+    }
+}
+
+/// The compression a file name says it has.
+fn compression_of(path: &str) -> Option<FileCompressionType> {
+    let lower = path.to_ascii_lowercase();
+    [
+        (".gz", FileCompressionType::GZIP),
+        (".bz2", FileCompressionType::BZIP2),
+        (".xz", FileCompressionType::XZ),
+        (".zst", FileCompressionType::ZSTD),
+    ]
+    .into_iter()
+    .find(|(ext, _)| lower.ends_with(ext))
+    .map(|(_, t)| t)
+}
+
+/// Sets the compression of uncompressed-looking file scans whose files are compressed.
+pub fn restore_compression(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+            return Ok(Transformed::no(node));
+        };
+        if config.file_compression_type.is_compressed() {
+            return Ok(Transformed::no(node));
+        }
+        let first = config
+            .file_groups
+            .iter()
+            .flat_map(|g| g.files())
+            .map(|f| f.object_meta.location.to_string())
+            .next();
+        let Some(compression) = first.as_deref().and_then(compression_of) else {
+            return Ok(Transformed::no(node));
+        };
+        // Parquet compresses inside the file; only whole-file formats are affected.
+        if config.file_source().file_type() == "parquet" {
+            return Ok(Transformed::no(node));
+        }
+        let repaired = FileScanConfigBuilder::from(config.clone())
+            .with_file_compression_type(compression)
+            .build();
+        Ok(Transformed::yes(DataSourceExec::from_data_source(repaired) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_follows_the_extension() {
+        assert_eq!(compression_of("a/b.csv.gz"), Some(FileCompressionType::GZIP));
+        assert_eq!(compression_of("x.JSON.BZ2"), Some(FileCompressionType::BZIP2));
+        assert_eq!(compression_of("x.csv"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: real `quiver` processes, a real S3 server, real results.
+//!
+//! * `harness`: starting s3s-fs, a scheduler and executors on 127.0.0.1;
+//! * `data`: the test data set and its expected answers;
+//! * `cluster`: jobs through `quiver submit` and `quiver sql -e`, reads and writes in S3;
+//! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
+//! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster.
+
+mod bad_input;
+mod cluster;
+mod data;
+mod harness;
+mod slt;
