@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arrow::ipc::writer::StreamWriter;
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -78,6 +79,11 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// A body that is not the JSON a route takes: 400 with what is wrong.
+fn bad_json(rejection: JsonRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request body: {}", rejection.body_text()))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -120,7 +126,11 @@ pub fn routes() -> Router<AppState> {
 /// Submit a SQL script; the scheduler runs it as a job.
 #[utoipa::path(post, path = "/api/v1/jobs", request_body = SubmitJob,
     responses((status = 201, body = JobSummary), (status = 400, body = ErrorBody)))]
-async fn submit_job(State(app): State<AppState>, Json(request): Json<SubmitJob>) -> ApiResult<(StatusCode, Json<JobSummary>)> {
+async fn submit_job(
+    State(app): State<AppState>,
+    request: Result<Json<SubmitJob>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<JobSummary>)> {
+    let Json(request) = request.map_err(bad_json)?;
     let summary = app.jobs.submit_script(request).await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
@@ -241,7 +251,11 @@ async fn get_result(State(app): State<AppState>, Path(id): Path<String>, Query(q
 /// Open a client session (a shell or a DataFrame program) as a job.
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = OpenSession,
     responses((status = 201, body = JobSummary), (status = 400, body = ErrorBody)))]
-async fn open_session(State(app): State<AppState>, Json(request): Json<OpenSession>) -> ApiResult<(StatusCode, Json<JobSummary>)> {
+async fn open_session(
+    State(app): State<AppState>,
+    request: Result<Json<OpenSession>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<JobSummary>)> {
+    let Json(request) = request.map_err(bad_json)?;
     Ok((StatusCode::CREATED, Json(app.jobs.open_session(request).await?)))
 }
 

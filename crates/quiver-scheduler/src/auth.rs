@@ -91,7 +91,8 @@ const EXECUTOR_METHODS: &[&str] = &[
 ];
 
 fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/ui/login" | "/ui/static/app.css")
+    matches!(path, "/healthz" | "/readyz" | "/ui/login" | "/favicon.ico")
+        || path.starts_with("/ui/static/")
         || EXECUTOR_METHODS.contains(&path)
         || path.starts_with("/arrow.flight.protocol.FlightService/")
 }
@@ -174,6 +175,7 @@ mod tests {
     #[test]
     fn probes_and_executor_calls_are_open() {
         assert!(is_open("/healthz"));
+        assert!(is_open("/ui/static/app.js"));
         assert!(is_open("/ballista.protobuf.SchedulerGrpc/HeartBeatFromExecutor"));
         assert!(!is_open("/ballista.protobuf.SchedulerGrpc/ExecuteQuery"));
         assert!(!is_open("/api/v1/jobs"));

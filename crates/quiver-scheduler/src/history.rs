@@ -123,7 +123,10 @@ impl HistoryStore {
             HistoryLocation::Memory => (Arc::new(InMemory::new()), Path::default()),
             HistoryLocation::Dir(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| setup(e.to_string()))?;
-                let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| setup(e.to_string()))?;
+                // Automatic cleanup removes a job's directory with its last file.
+                let store = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| setup(e.to_string()))?
+                    .with_automatic_cleanup(true);
                 (Arc::new(store), Path::default())
             }
             HistoryLocation::S3 { bucket, prefix } => {

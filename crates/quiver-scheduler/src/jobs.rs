@@ -109,6 +109,8 @@ struct Registry {
     session_jobs: HashMap<String, String>,
     /// Recently read details of finished jobs.
     detail_cache: VecDeque<Arc<JobDetail>>,
+    /// Finished and failed task attempts per executor since the scheduler started.
+    executor_totals: HashMap<String, (u64, u64)>,
     /// Job ids issued this second, for unique ids.
     last_id_second: u64,
     id_counter: u32,
@@ -760,27 +762,25 @@ impl JobService {
         }
     }
 
-    /// Task counts per executor over active and recently finished jobs:
-    /// (running, succeeded, failed).
+    /// Task counts per executor: (running now, finished and failed since the
+    /// scheduler started).
     pub fn executor_task_counts(&self) -> HashMap<String, (u64, u64, u64)> {
         let registry = self.registry.lock();
-        let mut counts: HashMap<String, (u64, u64, u64)> = HashMap::new();
-        let details = registry
-            .active
-            .values()
-            .map(|j| &j.detail)
-            .chain(registry.detail_cache.iter().map(|d| d.as_ref()));
-        for detail in details {
-            for q in &detail.queries {
-                for s in &q.stages {
-                    for t in &s.tasks {
-                        if let Some(e) = &t.executor_id {
-                            let c = counts.entry(e.clone()).or_default();
-                            match t.state.as_str() {
-                                "running" => c.0 += 1,
-                                "succeeded" => c.1 += 1,
-                                _ => c.2 += 1,
-                            }
+        let mut counts: HashMap<String, (u64, u64, u64)> = registry
+            .executor_totals
+            .iter()
+            .map(|(e, (ok, failed))| (e.clone(), (0, *ok, *failed)))
+            .collect();
+        for job in registry.active.values() {
+            for q in job.detail.queries.iter().filter(|q| !q.state.is_terminal()) {
+                for t in q.stages.iter().flat_map(|s| s.tasks.iter()) {
+                    if let Some(e) = &t.executor_id {
+                        let c = counts.entry(e.clone()).or_default();
+                        match t.state.as_str() {
+                            "running" => c.0 += 1,
+                            "succeeded" => c.1 += 1,
+                            "failed" => c.2 += 1,
+                            _ => {}
                         }
                     }
                 }
@@ -827,10 +827,28 @@ impl QueryObserver for JobService {
                 id
             }
         };
-        let Registry { active, summaries, .. } = &mut *registry;
+        let Registry {
+            active,
+            summaries,
+            executor_totals,
+            ..
+        } = &mut *registry;
         let Some(job) = active.get_mut(&job_id) else {
             return; // The job already ended; late updates are dropped.
         };
+        let was_terminal = job.detail.queries.iter().any(|q| q.id == query.id && q.state.is_terminal());
+        if query.state.is_terminal() && !was_terminal {
+            for task in query.stages.iter().flat_map(|s| s.tasks.iter()) {
+                if let Some(e) = &task.executor_id {
+                    let t = executor_totals.entry(e.clone()).or_default();
+                    match task.state.as_str() {
+                        "succeeded" => t.0 += 1,
+                        "failed" => t.1 += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
         // Remember where tasks ran, for the failed ones whose status forgets.
         let executors = job.task_executors.entry(query.id.clone()).or_default();
         for stage in &query.stages {

@@ -211,3 +211,69 @@ fn a_failed_statement_stops_the_script_and_sets_the_exit_code() {
     );
     assert!(!run.stdout.contains('3'), "statement 3 must not run: {}", run.stdout);
 }
+
+/// The DataFrame job in `jobs/`: runs against the cluster from this process,
+/// reads the sample data from S3, writes Parquet to S3, and shows up as a
+/// named job.
+#[test]
+fn dataframe_job_reads_s3_writes_parquet_and_is_a_named_job() {
+    let s = shared();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/data");
+    let mut expected_revenue = 0.0;
+    let mut expected_orders = 0;
+    for day in std::fs::read_dir(sample.join("orders")).unwrap() {
+        let day = day.unwrap().path();
+        for file in std::fs::read_dir(&day).unwrap() {
+            let file = file.unwrap().path();
+            let text = std::fs::read_to_string(&file).unwrap();
+            let key = format!("sample/orders/{}/{}", day.file_name().unwrap().to_str().unwrap(), file.file_name().unwrap().to_str().unwrap());
+            s.s3.put("lake", &key, text.clone().into_bytes());
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split(',').collect();
+                if f[6] == "shipped" {
+                    expected_orders += 1;
+                    expected_revenue += f[4].parse::<f64>().unwrap() * f[5].parse::<f64>().unwrap();
+                }
+            }
+        }
+    }
+    s.s3.put("lake", "sample/customers.json", std::fs::read(sample.join("customers.json")).unwrap());
+
+    let mut conf = vec![];
+    for (k, v) in &s.cluster.env {
+        let key = match *k {
+            "AWS_ACCESS_KEY_ID" => "s3.access_key_id",
+            "AWS_SECRET_ACCESS_KEY" => "s3.secret_access_key",
+            "AWS_ENDPOINT_URL" => "s3.endpoint",
+            _ => continue,
+        };
+        conf.push(format!("{key}={v}"));
+    }
+    let args = quiver_jobs::orders_report::Args {
+        input: "s3://lake/sample".into(),
+        output: "s3://lake/report/orders/".into(),
+        scheduler: Some(s.cluster.url.clone()),
+        name: "orders-report-test".into(),
+        conf,
+    };
+    let summary = crate::harness::block_on(quiver_jobs::orders_report::run(args)).unwrap();
+    assert!(summary.rows_written > 0);
+
+    let job = s.cluster.job(&summary.job_id);
+    assert_eq!(job.summary.name, "orders-report-test");
+    assert_eq!(job.summary.source, quiver_core::api::JobSource::Dataframe);
+    assert_eq!(job.summary.state, JobState::Succeeded);
+    assert!(!job.queries.is_empty(), "the job's queries are recorded");
+
+    let run = s.cluster.sql(
+        "CREATE EXTERNAL TABLE report STORED AS PARQUET PARTITIONED BY (day) LOCATION 's3://lake/report/orders/';
+         SELECT count(*) AS rows, sum(orders) AS orders, round(sum(revenue), 2) AS revenue FROM report;",
+        &["--format", "csv"],
+    );
+    run.ok();
+    let rows = csv_rows(&run.stdout);
+    assert_eq!(rows[1][0], summary.rows_written.to_string());
+    assert_eq!(rows[1][1], expected_orders.to_string());
+    let revenue: f64 = rows[1][2].parse().unwrap();
+    assert!((revenue - expected_revenue).abs() < 0.05, "{revenue} vs {expected_revenue}");
+}

@@ -69,7 +69,6 @@ fn spawn_long_lived(cmd: Command) -> std::io::Result<Child> {
 
 /// A child process with its log captured to a file.
 pub struct Proc {
-    pub name: String,
     child: Child,
     pub log: PathBuf,
 }
@@ -83,7 +82,6 @@ impl Proc {
         let child = spawn_long_lived(std::mem::replace(cmd, Command::new("true")))
             .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
         Proc {
-            name: name.into(),
             child,
             log,
         }
@@ -97,28 +95,9 @@ impl Proc {
         s
     }
 
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait.
-    pub fn terminate(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill();
     }
 }
 

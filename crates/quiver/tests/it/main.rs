@@ -3,11 +3,18 @@
 //! * `harness`: starting s3s-fs, a scheduler and executors on 127.0.0.1;
 //! * `data`: the test data set and its expected answers;
 //! * `cluster`: jobs through `quiver submit` and `quiver sql -e`, reads and writes in S3;
+//! * `jobs_api`: the REST job service, history across restarts, retention, tokens, metrics;
+//! * `ui`: every page in headless Chromium, with screenshots kept as artifacts;
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
+//! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster.
 
 mod bad_input;
+mod browser;
 mod cluster;
 mod data;
 mod harness;
+mod jobs_api;
+mod shell;
 mod slt;
+mod ui;

@@ -1,0 +1,59 @@
+//! The interactive shell, driven through a pseudo-terminal like a person would.
+
+use crate::harness::shared;
+
+#[test]
+fn interactive_shell_edits_describes_times_and_remembers() {
+    let s = shared();
+    let history = s.cluster.dir.join("interactive_history");
+    let mut cmd = s.cluster.quiver(&["sql", "--name", "interactive"]);
+    cmd.env("QUIVER_HISTORY_FILE", &history);
+    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).unwrap();
+    p.exp_string("quiver> ").unwrap();
+
+    // A statement over several lines runs once it ends with ';'.
+    p.send_line("SELECT 40").unwrap();
+    p.exp_string("...> ").unwrap();
+    p.send_line("  + 2 AS answer;").unwrap();
+    p.exp_string("| 42     |").unwrap();
+    p.exp_string("1 row").unwrap();
+
+    p.send_line("\\timing").unwrap();
+    p.exp_string("Timing is on.").unwrap();
+    p.send_line("SELECT 1 AS one;").unwrap();
+    p.exp_string("Time: ").unwrap();
+
+    p.send_line("\\d").unwrap();
+    p.exp_string("No tables").unwrap();
+    p.send_line(
+        "CREATE EXTERNAL TABLE customers STORED AS JSON LOCATION 's3://lake/customers/';",
+    )
+    .unwrap();
+    p.exp_string("table customers created").unwrap();
+    p.send_line("\\d").unwrap();
+    p.exp_string("s3://lake/customers/").unwrap();
+    p.send_line("\\d customers").unwrap();
+    p.exp_string("country").unwrap();
+    p.exp_string("location: s3://lake/customers/").unwrap();
+    p.send_line("\\d nope").unwrap();
+    p.exp_string("no table or view named 'nope'").unwrap();
+
+    // An error does not end the session.
+    p.send_line("SELECT * FROM missing_table;").unwrap();
+    p.exp_string("missing_table").unwrap();
+    p.send_line("SELECT count(*) AS n FROM customers;").unwrap();
+    p.exp_string("| 50 |").unwrap();
+
+    p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
+
+    let remembered = std::fs::read_to_string(&history).unwrap();
+    assert!(remembered.contains("SELECT count(*) AS n FROM customers;"), "{remembered}");
+    assert!(remembered.contains("+ 2 AS answer;"), "{remembered}");
+
+    // The session was one job, ended when the shell quit.
+    let list = s.cluster.get_json("/api/v1/jobs?q=interactive&source=shell");
+    let job = &list["jobs"][0];
+    assert_eq!(job["state"], "succeeded", "{list}");
+    assert!(job["query_count"].as_u64().unwrap() >= 3, "{list}");
+}
