@@ -22,11 +22,17 @@ async fn main() -> std::process::ExitCode {
     let output = args.output.clone();
     match quiver_jobs::orders_report::run(args).await {
         Ok(summary) => {
-            eprintln!("job {}: {} report rows written to {output}", summary.job_id, summary.rows_written);
+            eprintln!(
+                "job {}: {} report rows written to {output}",
+                summary.job_id, summary.rows_written
+            );
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("orders_report: {}", quiver::quiver_core::secret::redact(&format!("{e:#}")));
+            eprintln!(
+                "orders_report: {}",
+                quiver::quiver_core::secret::redact(&format!("{e:#}"))
+            );
             std::process::ExitCode::from(1)
         }
     }

@@ -57,7 +57,10 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         Ok(rows) => {
             let job_id = quiver.job_id().to_owned();
             quiver.finish().await?;
-            Ok(Summary { job_id, rows_written: rows })
+            Ok(Summary {
+                job_id,
+                rows_written: rows,
+            })
         }
         Err(e) => {
             let _ = quiver.fail(format!("{e:#}")).await;

@@ -64,10 +64,16 @@ impl QuiverLogicalCodec {
     }
 
     fn decode_glob(&self, body: &[u8], ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
-        let len_bytes: [u8; 4] = body.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| codec_err("a pattern table", "truncated"))?;
+        let len_bytes: [u8; 4] = body
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| codec_err("a pattern table", "truncated"))?;
         let len = u32::from_le_bytes(len_bytes) as usize;
-        let header: GlobHeader = serde_json::from_slice(body.get(4..4 + len).ok_or_else(|| codec_err("a pattern table", "truncated"))?)
-            .map_err(|e| codec_err("a pattern table", e))?;
+        let header: GlobHeader = serde_json::from_slice(
+            body.get(4..4 + len)
+                .ok_or_else(|| codec_err("a pattern table", "truncated"))?,
+        )
+        .map_err(|e| codec_err("a pattern table", e))?;
         let node = LogicalPlanNode::decode(&body[4 + len..]).map_err(|e| codec_err("a pattern table", e))?;
         let plan = node.try_into_logical_plan(ctx, self)?;
         let LogicalPlan::TableScan(scan) = plan else {
@@ -100,7 +106,10 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
         if let Some(rest) = buf.strip_prefix(MAGIC.as_slice()) {
             return match rest.split_first() {
                 Some((&KIND_GLOB_TABLE, body)) => self.decode_glob(body, ctx),
-                _ => Err(codec_err("a table", "unknown table kind (client and cluster versions differ?)")),
+                _ => Err(codec_err(
+                    "a table",
+                    "unknown table kind (client and cluster versions differ?)",
+                )),
             };
         }
         self.inner.try_decode_table_provider(buf, table_ref, schema, ctx)
@@ -170,9 +179,15 @@ mod tests {
         ))
         .await
         .unwrap();
-        let plan = ctx.sql("SELECT sum(x) AS s FROM t").await.unwrap().into_unoptimized_plan();
+        let plan = ctx
+            .sql("SELECT sum(x) AS s FROM t")
+            .await
+            .unwrap()
+            .into_unoptimized_plan();
         let codec = QuiverLogicalCodec::default();
-        let bytes = LogicalPlanNode::try_from_logical_plan(&plan, &codec).unwrap().encode_to_vec();
+        let bytes = LogicalPlanNode::try_from_logical_plan(&plan, &codec)
+            .unwrap()
+            .encode_to_vec();
 
         // Another process: decode and run.
         let other = SessionContext::new();
@@ -180,8 +195,16 @@ mod tests {
             .unwrap()
             .try_into_logical_plan(&other.task_ctx(), &codec)
             .unwrap();
-        let batches = other.execute_logical_plan(decoded).await.unwrap().collect().await.unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let batches = other
+            .execute_logical_plan(decoded)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
         assert!(text.contains("| 3 "), "the pattern must still exclude skip.csv: {text}");
     }
 }

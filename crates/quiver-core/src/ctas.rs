@@ -89,7 +89,10 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
         .into_iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
-    let mut p = Cursor { tokens: &tokens, pos: 0 };
+    let mut p = Cursor {
+        tokens: &tokens,
+        pos: 0,
+    };
 
     if !p.keyword(Keyword::CREATE) {
         return Ok(None);
@@ -166,7 +169,11 @@ fn offset_of(text: &str, line: u64, column: u64) -> usize {
     let mut offset = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i as u64 + 1 == line {
-            return offset + l.char_indices().nth(column as usize - 1).map(|(b, _)| b).unwrap_or(l.len());
+            return offset
+                + l.char_indices()
+                    .nth(column as usize - 1)
+                    .map(|(b, _)| b)
+                    .unwrap_or(l.len());
         }
         offset += l.len();
     }
@@ -232,9 +239,8 @@ impl Cursor<'_> {
 
     fn format(&mut self) -> Result<TableFormat, String> {
         let name = self.word().ok_or("expected a file format (parquet, csv or json)")?;
-        TableFormat::parse(&name).ok_or_else(|| {
-            format!("CREATE TABLE AS writes parquet, csv or json; '{name}' is not one of them")
-        })
+        TableFormat::parse(&name)
+            .ok_or_else(|| format!("CREATE TABLE AS writes parquet, csv or json; '{name}' is not one of them"))
     }
 
     fn expect(&mut self, token: Token, what: &str) -> Result<(), String> {
@@ -272,7 +278,10 @@ impl Cursor<'_> {
         self.expect(Token::LParen, "( after OPTIONS")?;
         let mut options = BTreeMap::new();
         loop {
-            let key = self.string().or_else(|| self.object_name()).ok_or("expected an option name")?;
+            let key = self
+                .string()
+                .or_else(|| self.object_name())
+                .ok_or("expected an option name")?;
             if matches!(self.peek(), Some(Token::Eq)) {
                 self.pos += 1;
             }
@@ -327,7 +336,9 @@ mod tests {
         assert_eq!(hive.options["format.delimiter"], "|");
         assert_eq!(hive.query, "with x as (select 1) select * from x");
 
-        let df = parse_ctas("CREATE EXTERNAL TABLE t STORED AS JSON LOCATION 'x/' AS (SELECT 1)").unwrap().unwrap();
+        let df = parse_ctas("CREATE EXTERNAL TABLE t STORED AS JSON LOCATION 'x/' AS (SELECT 1)")
+            .unwrap()
+            .unwrap();
         assert_eq!(df.format, TableFormat::Json);
         assert_eq!(df.query, "(SELECT 1)");
     }

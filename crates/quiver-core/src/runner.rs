@@ -13,7 +13,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::config::TableOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -186,7 +185,12 @@ impl StatementRunner {
     async fn create_table_as(&self, ctas: CreateTableAs) -> Result<Produced, RunError> {
         let exists = self.ctx.table_exist(ctas.name.as_str())?;
         if exists && ctas.if_not_exists {
-            return Ok((OutputKind::Done, format!("table {} already exists", ctas.name), empty_schema(), vec![]));
+            return Ok((
+                OutputKind::Done,
+                format!("table {} already exists", ctas.name),
+                empty_schema(),
+                vec![],
+            ));
         }
         if exists && !ctas.or_replace {
             return Err(RunError::User(format!(
@@ -201,7 +205,11 @@ impl StatementRunner {
         };
         let table_url = ListingTableUrl::parse(&location)?;
         let store = self.ctx.runtime_env().object_store(&table_url)?;
-        let existing = store.list(Some(table_url.prefix())).try_next().await.map_err(DataFusionError::from)?;
+        let existing = store
+            .list(Some(table_url.prefix()))
+            .try_next()
+            .await
+            .map_err(DataFusionError::from)?;
         if let Some(object) = existing {
             return Err(RunError::User(format!(
                 "LOCATION {location} already holds data ({}); CREATE TABLE AS writes to an empty location. \
@@ -227,7 +235,10 @@ impl StatementRunner {
             TableFormat::Parquet => {
                 table_options.set_config_format(datafusion::common::config::ConfigFileType::PARQUET);
                 table_options.alter_with_string_hash_map(&prefixed(&ctas.options))?;
-                (Arc::new(ParquetFormat::default().with_options(table_options.parquet.clone())), ".parquet")
+                (
+                    Arc::new(ParquetFormat::default().with_options(table_options.parquet.clone())),
+                    ".parquet",
+                )
             }
             TableFormat::Csv => {
                 table_options.set_config_format(datafusion::common::config::ConfigFileType::CSV);
@@ -238,18 +249,29 @@ impl StatementRunner {
             TableFormat::Json => {
                 table_options.set_config_format(datafusion::common::config::ConfigFileType::JSON);
                 table_options.alter_with_string_hash_map(&prefixed(&ctas.options))?;
-                (Arc::new(JsonFormat::default().with_options(table_options.json.clone())), ".json")
+                (
+                    Arc::new(JsonFormat::default().with_options(table_options.json.clone())),
+                    ".json",
+                )
             }
         };
         let batches = match ctas.format {
             TableFormat::Parquet => {
-                df.write_parquet(&location, write_options, Some(table_options.parquet.clone())).await?
-            }
-            TableFormat::Csv => {
-                df.write_csv(&location, write_options, Some(table_options.csv.clone().with_has_header(true)))
+                df.write_parquet(&location, write_options, Some(table_options.parquet.clone()))
                     .await?
             }
-            TableFormat::Json => df.write_json(&location, write_options, Some(table_options.json.clone())).await?,
+            TableFormat::Csv => {
+                df.write_csv(
+                    &location,
+                    write_options,
+                    Some(table_options.csv.clone().with_has_header(true)),
+                )
+                .await?
+            }
+            TableFormat::Json => {
+                df.write_json(&location, write_options, Some(table_options.json.clone()))
+                    .await?
+            }
         };
         let rows = count_of(&batches);
 
@@ -281,7 +303,12 @@ impl StatementRunner {
         }
         self.ctx.register_table(ctas.name.as_str(), Arc::new(table))?;
         let (kind, _, schema, batches) = written(rows, location.clone());
-        Ok((kind, format!("table {} created: {rows} rows written to {location}", ctas.name), schema, batches))
+        Ok((
+            kind,
+            format!("table {} created: {rows} rows written to {location}", ctas.name),
+            schema,
+            batches,
+        ))
     }
 
     async fn failure(&self, statement: &Statement, err: RunError) -> StatementFailure {
@@ -301,10 +328,7 @@ impl StatementRunner {
                 message
             }
         };
-        let mut first_line: String = statement.first_line().chars().take(80).collect();
-        if first_line.len() < statement.first_line().len() {
-            first_line.push('…');
-        }
+        let first_line = crate::script::short_first_line(&statement.sql, 80);
         StatementFailure {
             index: statement.index,
             line: statement.line,
@@ -340,16 +364,7 @@ impl StatementRunner {
         for provider in tables {
             let table = provider.downcast_ref::<ListingTable>()?;
             let options = table.options().clone();
-            let partition_cols: Vec<&String> = options.table_partition_cols.iter().map(|(n, _)| n).collect();
-            let file_schema = Arc::new(Schema::new(
-                table
-                    .schema()
-                    .fields()
-                    .iter()
-                    .filter(|f| !partition_cols.contains(&f.name()))
-                    .map(|f| f.as_ref().clone())
-                    .collect::<Vec<_>>(),
-            ));
+            let file_schema = crate::tables::file_schema(table);
             for path in table.table_paths() {
                 let store = self.ctx.runtime_env().object_store(path).ok()?;
                 let files: Vec<_> = store.list(Some(path.prefix())).try_collect().await.ok()?;
@@ -363,13 +378,17 @@ impl StatementRunner {
                         return None;
                     }
                     let url = format!("{}{}", path.object_store().as_str(), key);
-                    let Ok(file_url) = ListingTableUrl::parse(&url) else { continue };
+                    let Ok(file_url) = ListingTableUrl::parse(&url) else {
+                        continue;
+                    };
                     let single_options = ListingOptions::new(Arc::clone(&options.format))
                         .with_file_extension(options.file_extension.clone());
                     let config = ListingTableConfig::new(file_url)
                         .with_listing_options(single_options)
                         .with_schema(Arc::clone(&file_schema));
-                    let Ok(single) = ListingTable::try_new(config) else { continue };
+                    let Ok(single) = ListingTable::try_new(config) else {
+                        continue;
+                    };
                     let read = async { local.read_table(Arc::new(single))?.collect().await };
                     if read.await.is_err() {
                         return Some(url);
@@ -447,7 +466,11 @@ fn prefixed(options: &std::collections::BTreeMap<String, String>) -> std::collec
     options
         .iter()
         .map(|(k, v)| {
-            let key = if k.starts_with("format.") { k.clone() } else { format!("format.{k}") };
+            let key = if k.starts_with("format.") {
+                k.clone()
+            } else {
+                format!("format.{k}")
+            };
             (key, v.clone())
         })
         .collect()
@@ -470,7 +493,12 @@ fn count_of(batches: &[RecordBatch]) -> u64 {
     batches
         .iter()
         .filter(|b| b.num_columns() > 0)
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .map(|a| a.iter().flatten().sum::<u64>())
+        })
         .sum()
 }
 
@@ -566,9 +594,16 @@ fn unwrap_debug(text: &str) -> (String, Vec<String>) {
 
 /// True for errors that come from decoding a file's contents.
 fn is_decode_error(message: &str) -> bool {
-    ["malformed CSV", "malformed JSON", "Parquet error", "Csv error", "Json error", "Invalid Parquet"]
-        .iter()
-        .any(|n| message.contains(n))
+    [
+        "malformed CSV",
+        "malformed JSON",
+        "Parquet error",
+        "Csv error",
+        "Json error",
+        "Invalid Parquet",
+    ]
+    .iter()
+    .any(|n| message.contains(n))
 }
 
 /// Rewrites the parser's `Line: N, Column: C` (relative to the statement) into
@@ -622,16 +657,24 @@ mod tests {
         )
         .await;
         let created = results[0].as_ref().unwrap();
-        assert!(matches!(created.kind, OutputKind::Written { rows: 3, .. }), "{created:?}");
+        assert!(
+            matches!(created.kind, OutputKind::Written { rows: 3, .. }),
+            "{created:?}"
+        );
         assert!(loc.join("k=a").is_dir());
         let rows = results[1].as_ref().unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&rows.batches).unwrap().to_string();
+        let text = arrow::util::pretty::pretty_format_batches(&rows.batches)
+            .unwrap()
+            .to_string();
         assert!(text.contains("| a | 4 |") && text.contains("| b | 2 |"), "{text}");
 
         // A second CTAS into the same location is refused, not mixed in.
         let again = run_script(
             &r,
-            &format!("CREATE TABLE t2 USING parquet LOCATION '{}' AS SELECT 1 AS x", loc.display()),
+            &format!(
+                "CREATE TABLE t2 USING parquet LOCATION '{}' AS SELECT 1 AS x",
+                loc.display()
+            ),
         )
         .await;
         let err = again[0].as_ref().unwrap_err();
@@ -645,15 +688,25 @@ mod tests {
         let err = results[1].as_ref().unwrap_err();
         assert_eq!(err.index, 2);
         assert_eq!(err.line, 3);
-        assert!(err.to_string().starts_with("statement 2 (line 3: SELEC oops FROM t) failed"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("statement 2 (line 3: SELEC oops FROM t) failed"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn show_masks_secret_settings() {
         let r = runner();
-        let results = run_script(&r, "SET s3.secret_access_key = 'topsecret-show';\nSHOW s3.secret_access_key").await;
+        let results = run_script(
+            &r,
+            "SET s3.secret_access_key = 'topsecret-show';\nSHOW s3.secret_access_key",
+        )
+        .await;
         let out = results[1].as_ref().unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&out.batches).unwrap().to_string();
+        let text = arrow::util::pretty::pretty_format_batches(&out.batches)
+            .unwrap()
+            .to_string();
         assert!(!text.contains("topsecret-show"), "{text}");
         assert!(text.contains(secret::MASK), "{text}");
     }
@@ -685,7 +738,10 @@ mod tests {
         )
         .await;
         let err = results[1].as_ref().unwrap_err();
-        assert!(err.message.contains("in file: file://") && err.message.ends_with("b.csv"), "{err}");
+        assert!(
+            err.message.contains("in file: file://") && err.message.ends_with("b.csv"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -62,12 +62,26 @@ pub struct Statement {
 impl Statement {
     /// The first non-empty line of the statement, for messages.
     pub fn first_line(&self) -> &str {
-        self.sql
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with("--"))
-            .unwrap_or("")
+        first_code_line(&self.sql)
     }
+}
+
+/// The first line of `sql` that is neither empty nor a `--` comment.
+pub fn first_code_line(sql: &str) -> &str {
+    sql.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or("")
+}
+
+/// [`first_code_line`] cut to `max` characters, with `…` when cut.
+pub fn short_first_line(sql: &str, max: usize) -> String {
+    let line = first_code_line(sql);
+    let mut out: String = line.chars().take(max).collect();
+    if out.len() < line.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// A parsed script.
@@ -85,6 +99,17 @@ enum State {
     Backtick,
     LineComment,
     BlockComment,
+}
+
+impl State {
+    /// The character that ends a quoted state.
+    fn closing_quote(self) -> char {
+        match self {
+            State::Single => '\'',
+            State::Double => '"',
+            _ => '`',
+        }
+    }
 }
 
 impl Script {
@@ -155,11 +180,7 @@ impl Script {
                     }
                 }
                 State::Single | State::Double | State::Backtick => {
-                    let quote = match state {
-                        State::Single => '\'',
-                        State::Double => '"',
-                        _ => '`',
-                    };
+                    let quote = state.closing_quote();
                     if c == '$' && next == Some('{') && state == State::Single {
                         let (value, consumed) = substitute(&chars[i..], params, line)?;
                         current.push_str(&value);
@@ -199,11 +220,24 @@ impl Script {
         }
 
         match state {
-            State::Single => return Err(ScriptError::Unterminated { what: "a string literal", line: opened_at }),
-            State::Double | State::Backtick => {
-                return Err(ScriptError::Unterminated { what: "a quoted identifier", line: opened_at });
+            State::Single => {
+                return Err(ScriptError::Unterminated {
+                    what: "a string literal",
+                    line: opened_at,
+                });
             }
-            State::BlockComment => return Err(ScriptError::Unterminated { what: "a /* comment", line: opened_at }),
+            State::Double | State::Backtick => {
+                return Err(ScriptError::Unterminated {
+                    what: "a quoted identifier",
+                    line: opened_at,
+                });
+            }
+            State::BlockComment => {
+                return Err(ScriptError::Unterminated {
+                    what: "a /* comment",
+                    line: opened_at,
+                });
+            }
             State::Code | State::LineComment => {}
         }
         finish(&mut current, &mut has_code, start_line);
@@ -247,11 +281,7 @@ pub fn is_complete(text: &str) -> bool {
                 _ => {}
             },
             State::Single | State::Double | State::Backtick => {
-                let quote = match state {
-                    State::Single => '\'',
-                    State::Double => '"',
-                    _ => '`',
-                };
+                let quote = state.closing_quote();
                 if c == quote {
                     if next == Some(quote) {
                         i += 1;
@@ -280,11 +310,7 @@ pub fn is_complete(text: &str) -> bool {
 
 /// Replaces the `${name}` at the start of `chars`; returns the value and the
 /// number of characters consumed.
-fn substitute(
-    chars: &[char],
-    params: &BTreeMap<String, String>,
-    line: usize,
-) -> Result<(String, usize), ScriptError> {
+fn substitute(chars: &[char], params: &BTreeMap<String, String>, line: usize) -> Result<(String, usize), ScriptError> {
     let close = chars
         .iter()
         .position(|&c| c == '}' || c == '\n')
@@ -292,7 +318,11 @@ fn substitute(
         .ok_or(ScriptError::BadPlaceholder { line })?;
     let name: String = chars[2..close].iter().collect();
     let name = name.trim();
-    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+    {
         return Err(ScriptError::BadPlaceholder { line });
     }
     let value = params.get(name).ok_or_else(|| ScriptError::MissingParam {
@@ -317,9 +347,7 @@ mod tests {
 
     #[test]
     fn semicolons_in_strings_comments_and_identifiers_do_not_split() {
-        let stmts = split(
-            "SELECT 'a;b', \"c;d\" FROM t; -- x; y\nSELECT 1 /* ; */ ;\nSELECT 'it''s;';",
-        );
+        let stmts = split("SELECT 'a;b', \"c;d\" FROM t; -- x; y\nSELECT 1 /* ; */ ;\nSELECT 'it''s;';");
         assert_eq!(
             stmts,
             vec![
@@ -355,7 +383,13 @@ mod tests {
     #[test]
     fn missing_and_malformed_params_name_the_line() {
         let err = Script::parse("SELECT 1;\nSELECT ${day}", &BTreeMap::new()).unwrap_err();
-        assert_eq!(err, ScriptError::MissingParam { name: "day".into(), line: 2 });
+        assert_eq!(
+            err,
+            ScriptError::MissingParam {
+                name: "day".into(),
+                line: 2
+            }
+        );
         assert!(err.to_string().contains("--param day=VALUE"));
         let err = Script::parse("SELECT ${ }", &BTreeMap::new()).unwrap_err();
         assert_eq!(err, ScriptError::BadPlaceholder { line: 1 });
@@ -366,7 +400,13 @@ mod tests {
     #[test]
     fn unterminated_literals_are_reported() {
         let err = Script::parse("SELECT 1;\nSELECT 'oops", &BTreeMap::new()).unwrap_err();
-        assert_eq!(err, ScriptError::Unterminated { what: "a string literal", line: 2 });
+        assert_eq!(
+            err,
+            ScriptError::Unterminated {
+                what: "a string literal",
+                line: 2
+            }
+        );
         let err = Script::parse("SELECT /* x", &BTreeMap::new()).unwrap_err();
         assert!(matches!(err, ScriptError::Unterminated { line: 1, .. }));
     }

@@ -76,7 +76,10 @@ pub struct QuiverOptions {
 
 const QUIVER_KEYS: &[(&str, &str)] = &[
     ("job_id", "id of the Quiver job this session's queries belong to"),
-    ("job_source", "where the job came from: submit, shell, dataframe or rest"),
+    (
+        "job_source",
+        "where the job came from: submit, shell, dataframe or rest",
+    ),
 ];
 
 impl ConfigExtension for QuiverOptions {
@@ -157,10 +160,7 @@ impl SessionFactory {
     }
 
     /// A factory with the given storage and session defaults.
-    pub fn with_storage(
-        storage: Arc<StorageContext>,
-        defaults: Settings,
-    ) -> std::result::Result<Self, ConfigError> {
+    pub fn with_storage(storage: Arc<StorageContext>, defaults: Settings) -> std::result::Result<Self, ConfigError> {
         let factory = Self {
             storage,
             defaults: Settings::new(),
@@ -274,25 +274,26 @@ impl SessionFactory {
             .set("quiver.job_source", &job.source)
             .map_err(SessionError::Engine)?;
         if let Some(id) = &job.job_id {
-            config.options_mut().set("quiver.job_id", id).map_err(SessionError::Engine)?;
+            config
+                .options_mut()
+                .set("quiver.job_id", id)
+                .map_err(SessionError::Engine)?;
         }
-        apply_settings(&mut config, settings)?;
-        let runtime = self.runtime_env(&config, None).map_err(SessionError::Engine)?;
-        let state = SessionStateBuilder::new()
-            .with_default_features()
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .build()
-            .upgrade_for_ballista(scheduler_url.to_owned())
-            .map_err(SessionError::Engine)?;
-        let ctx = SessionContext::new_with_state(state);
-        crate::tables::install(&ctx);
-        Ok(ctx)
+        let scheduler_url = scheduler_url.to_owned();
+        self.context(config, settings, move |state| state.upgrade_for_ballista(scheduler_url))
     }
 
     /// A single-process DataFusion session (no cluster), with the same storage.
     pub fn local_context(&self, settings: &Settings) -> std::result::Result<SessionContext, SessionError> {
-        let mut config = self.base_config();
+        self.context(self.base_config(), settings, Ok)
+    }
+
+    fn context(
+        &self,
+        mut config: SessionConfig,
+        settings: &Settings,
+        finish: impl FnOnce(SessionState) -> Result<SessionState>,
+    ) -> std::result::Result<SessionContext, SessionError> {
         apply_settings(&mut config, settings)?;
         let runtime = self.runtime_env(&config, None).map_err(SessionError::Engine)?;
         let state = SessionStateBuilder::new()
@@ -300,7 +301,7 @@ impl SessionFactory {
             .with_config(config)
             .with_runtime_env(runtime)
             .build();
-        let ctx = SessionContext::new_with_state(state);
+        let ctx = SessionContext::new_with_state(finish(state).map_err(SessionError::Engine)?);
         crate::tables::install(&ctx);
         Ok(ctx)
     }
@@ -322,11 +323,15 @@ pub fn apply_settings(config: &mut SessionConfig, settings: &Settings) -> std::r
     for (key, value) in settings.iter() {
         config.options_mut().set(key, value).map_err(|e| {
             let message = secret::redact(&e.to_string()).into_owned();
-            if message.contains("not found") || message.contains("Could not find config namespace") || message.contains("unknown setting") {
+            if message.contains("not found")
+                || message.contains("Could not find config namespace")
+                || message.contains("unknown setting")
+            {
                 ConfigError::UnknownKey {
                     key: key.to_owned(),
-                    hint: "settings are datafusion.*, ballista.*, s3.* or quiver.* keys (see `SHOW ALL` in `quiver sql`)"
-                        .into(),
+                    hint:
+                        "settings are datafusion.*, ballista.*, s3.* or quiver.* keys (see `SHOW ALL` in `quiver sql`)"
+                            .into(),
                 }
             } else {
                 ConfigError::InvalidValue {
@@ -351,7 +356,12 @@ fn register_session_secrets(config: &SessionConfig) {
 
 /// The Quiver options of a session.
 pub fn quiver_options(config: &SessionConfig) -> QuiverOptions {
-    config.options().extensions.get::<QuiverOptions>().cloned().unwrap_or_default()
+    config
+        .options()
+        .extensions
+        .get::<QuiverOptions>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -360,15 +370,21 @@ mod tests {
     use crate::storage::S3Settings;
 
     fn factory() -> SessionFactory {
-        SessionFactory::with_storage(Arc::new(StorageContext::with_defaults(S3Settings::default())), Settings::new())
-            .unwrap()
+        SessionFactory::with_storage(
+            Arc::new(StorageContext::with_defaults(S3Settings::default())),
+            Settings::new(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let mut config = factory().base_config();
-        let err = apply_settings(&mut config, &Settings::parse_pairs(["datafusion.execution.nope=1"]).unwrap())
-            .unwrap_err();
+        let err = apply_settings(
+            &mut config,
+            &Settings::parse_pairs(["datafusion.execution.nope=1"]).unwrap(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::UnknownKey { .. }), "{err}");
         let err = apply_settings(
             &mut config,

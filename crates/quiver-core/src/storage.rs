@@ -86,12 +86,21 @@ impl fmt::Debug for S3Settings {
 /// The keys under `s3.`, with their descriptions.
 pub const S3_KEYS: &[(&str, &str)] = &[
     ("access_key_id", "S3 access key id (env AWS_ACCESS_KEY_ID)"),
-    ("secret_access_key", "S3 secret access key (env AWS_SECRET_ACCESS_KEY); never shown"),
+    (
+        "secret_access_key",
+        "S3 secret access key (env AWS_SECRET_ACCESS_KEY); never shown",
+    ),
     ("session_token", "S3 session token (env AWS_SESSION_TOKEN); never shown"),
     ("region", "S3 region (env AWS_REGION); us-east-1 when unset"),
-    ("endpoint", "S3 endpoint URL, e.g. http://minio:9000 (env AWS_ENDPOINT_URL)"),
+    (
+        "endpoint",
+        "S3 endpoint URL, e.g. http://minio:9000 (env AWS_ENDPOINT_URL)",
+    ),
     ("allow_http", "allow plain http; true by default for http:// endpoints"),
-    ("path_style", "path-style addressing; true by default when an endpoint is set"),
+    (
+        "path_style",
+        "path-style addressing; true by default when an endpoint is set",
+    ),
 ];
 
 impl S3Settings {
@@ -618,7 +627,10 @@ mod tests {
             ..Default::default()
         };
         let hint = explain_storage_error("... <Code>NoSuchBucket</Code> ...", &s).unwrap();
-        assert!(hint.contains("bucket does not exist at http://127.0.0.1:9000"), "{hint}");
+        assert!(
+            hint.contains("bucket does not exist at http://127.0.0.1:9000"),
+            "{hint}"
+        );
         let hint = explain_storage_error("tcp connect error: Connection refused", &s).unwrap();
         assert!(hint.contains("cannot reach"), "{hint}");
         assert!(explain_storage_error("Schema error: no field x", &s).is_none());

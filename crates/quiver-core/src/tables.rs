@@ -43,6 +43,20 @@ pub fn split_glob(location: &str) -> Option<(String, String)> {
     Some((location[..base_end].to_owned(), location[base_end..].to_owned()))
 }
 
+/// The schema of a listing table's files: its schema without partition columns.
+pub fn file_schema(table: &ListingTable) -> SchemaRef {
+    let partition_cols: Vec<&String> = table.options().table_partition_cols.iter().map(|(n, _)| n).collect();
+    Arc::new(Schema::new(
+        table
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| !partition_cols.contains(&f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// A listing table whose files are chosen by a glob pattern.
 #[derive(Debug)]
 pub struct GlobTable {
@@ -62,20 +76,9 @@ impl GlobTable {
             };
             urls.push(url);
         }
-        let options = template.options().clone();
-        let partition_cols: Vec<&String> = options.table_partition_cols.iter().map(|(n, _)| n).collect();
-        let file_schema = Schema::new(
-            template
-                .schema()
-                .fields()
-                .iter()
-                .filter(|f| !partition_cols.contains(&f.name()))
-                .map(|f| f.as_ref().clone())
-                .collect::<Vec<_>>(),
-        );
         let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(Arc::new(file_schema));
+            .with_listing_options(template.options().clone())
+            .with_schema(file_schema(template));
         Ok(Self {
             inner: Arc::new(ListingTable::try_new(config)?),
             locations,
@@ -176,7 +179,9 @@ pub fn install(ctx: &SessionContext) {
         .cloned()
         .collect();
     for f in formats {
-        state.table_factories_mut().insert(f, Arc::new(QuiverTableFactory::default()));
+        state
+            .table_factories_mut()
+            .insert(f, Arc::new(QuiverTableFactory::default()));
     }
 }
 
@@ -190,7 +195,10 @@ mod tests {
             split_glob("s3://b/x/day=2024-01-0[12]/*.csv"),
             Some(("s3://b/x/".into(), "day=2024-01-0[12]/*.csv".into()))
         );
-        assert_eq!(split_glob("/data/part-?.parquet"), Some(("/data/".into(), "part-?.parquet".into())));
+        assert_eq!(
+            split_glob("/data/part-?.parquet"),
+            Some(("/data/".into(), "part-?.parquet".into()))
+        );
         assert_eq!(split_glob("s3://b/plain/"), None);
     }
 
@@ -211,9 +219,17 @@ mod tests {
         let provider = ctx.table_provider("t").await.unwrap();
         assert!(provider.downcast_ref::<GlobTable>().is_some());
         let batches = ctx.sql("SELECT sum(x) FROM t").await.unwrap().collect().await.unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let text = arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
         assert!(text.contains("| 6 "), "{text}");
-        let err = ctx.sql("INSERT INTO t VALUES (1)").await.unwrap().collect().await.unwrap_err();
+        let err = ctx
+            .sql("INSERT INTO t VALUES (1)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("file pattern"), "{err}");
     }
 }

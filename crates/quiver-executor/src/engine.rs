@@ -52,7 +52,9 @@ pub struct ShuffleClientPool {
 
 impl std::fmt::Debug for ShuffleClientPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShuffleClientPool").field("endpoints", &self.idle.lock().len()).finish()
+        f.debug_struct("ShuffleClientPool")
+            .field("endpoints", &self.idle.lock().len())
+            .finish()
     }
 }
 
@@ -128,8 +130,15 @@ impl ExecutionEngine for QuiverExecutionEngine {
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
         let plan = restore_compression(plan)?;
-        self.inner
-            .create_query_stage_exec(job_id, stage_id, task_id, global_output_partition_ids, plan, work_dir, config)
+        self.inner.create_query_stage_exec(
+            job_id,
+            stage_id,
+            task_id,
+            global_output_partition_ids,
+            plan,
+            work_dir,
+            config,
+        )
     }
 }
 
@@ -175,7 +184,9 @@ pub fn restore_compression(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::
         let repaired = FileScanConfigBuilder::from(config.clone())
             .with_file_compression_type(compression)
             .build();
-        Ok(Transformed::yes(DataSourceExec::from_data_source(repaired) as Arc<dyn ExecutionPlan>))
+        Ok(Transformed::yes(
+            DataSourceExec::from_data_source(repaired) as Arc<dyn ExecutionPlan>
+        ))
     })
     .map(|t| t.data)
 }

@@ -147,7 +147,11 @@ pub async fn run(options: ExecutorOptions, factory: SessionFactory) -> Result<()
 }
 
 /// Ballista's executor configuration for these options.
-pub fn process_config(options: &ExecutorOptions, factory: &SessionFactory, health: ExecutorHealth) -> ExecutorProcessConfig {
+pub fn process_config(
+    options: &ExecutorOptions,
+    factory: &SessionFactory,
+    health: ExecutorHealth,
+) -> ExecutorProcessConfig {
     let slots = if options.slots == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     } else {
@@ -186,22 +190,23 @@ async fn serve_health(bind_host: &str, port: u16, health: ExecutorHealth) -> Res
     let addr = format!("{bind_host}:{port}");
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|source| ExecutorError::Health { addr: addr.clone(), source })?;
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = health.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not registered with the scheduler")
-                    }
+        .map_err(|source| ExecutorError::Health {
+            addr: addr.clone(),
+            source,
+        })?;
+    let app = Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let ready = health.is_ready();
+            async move {
+                if ready {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not registered with the scheduler")
                 }
-            }),
-        );
+            }
+        }),
+    );
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, "executor health endpoints listening");
     tokio::spawn(async move {

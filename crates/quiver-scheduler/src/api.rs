@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use quiver_core::api::{
-    ClusterOverview, CloseSession, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSource, JobState, JobSummary,
+    CloseSession, ClusterOverview, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSource, JobState, JobSummary,
     OpenSession, ResultPreview, SubmitJob,
 };
 use quiver_core::output::{OutputFormat, render};
@@ -81,7 +81,10 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// A body that is not the JSON a route takes: 400 with what is wrong.
 fn bad_json(rejection: JsonRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request body: {}", rejection.body_text()))
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("invalid request body: {}", rejection.body_text()),
+    )
 }
 
 #[derive(OpenApi)]
@@ -92,12 +95,30 @@ fn bad_json(rejection: JsonRejection) -> ApiError {
                        When the scheduler runs with an access token, send it as `Authorization: Bearer <token>`."
     ),
     paths(
-        submit_job, list_jobs, get_job, cancel_job, get_result, open_session, session_heartbeat, close_session,
-        get_cluster, list_executors
+        submit_job,
+        list_jobs,
+        get_job,
+        cancel_job,
+        get_result,
+        open_session,
+        session_heartbeat,
+        close_session,
+        get_cluster,
+        list_executors
     ),
     components(schemas(
-        SubmitJob, JobSummary, JobDetail, JobList, JobState, JobSource, ResultPreview, OpenSession, CloseSession,
-        ClusterOverview, ExecutorInfo, ErrorBody
+        SubmitJob,
+        JobSummary,
+        JobDetail,
+        JobList,
+        JobState,
+        JobSource,
+        ResultPreview,
+        OpenSession,
+        CloseSession,
+        ClusterOverview,
+        ExecutorInfo,
+        ErrorBody
     ))
 )]
 struct ApiDoc;
@@ -165,8 +186,16 @@ pub(crate) fn filter_from(
 ) -> Result<JobFilter, ApiError> {
     let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
     Ok(JobFilter {
-        state: state.filter(|s| !s.is_empty()).map(str::parse).transpose().map_err(bad)?,
-        source: source.filter(|s| !s.is_empty()).map(str::parse).transpose().map_err(bad)?,
+        state: state
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .transpose()
+            .map_err(bad)?,
+        source: source
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .transpose()
+            .map_err(bad)?,
         search: q.filter(|s| !s.is_empty()).map(str::to_owned),
         since,
         until,
@@ -179,7 +208,15 @@ pub(crate) fn filter_from(
 #[utoipa::path(get, path = "/api/v1/jobs", params(ListQuery),
     responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
 async fn list_jobs(State(app): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<JobList>> {
-    let filter = filter_from(q.state.as_deref(), q.source.as_deref(), q.q.as_deref(), q.since, q.until, q.offset, q.limit)?;
+    let filter = filter_from(
+        q.state.as_deref(),
+        q.source.as_deref(),
+        q.q.as_deref(),
+        q.since,
+        q.until,
+        q.offset,
+        q.limit,
+    )?;
     Ok(Json(app.jobs.list(&filter)))
 }
 
@@ -211,7 +248,11 @@ struct ResultQuery {
 /// A statement's result: a JSON preview, or all stored rows as CSV or Arrow.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/result", params(("id" = String, Path, description = "job id"), ResultQuery),
     responses((status = 200, body = ResultPreview), (status = 404, body = ErrorBody)))]
-async fn get_result(State(app): State<AppState>, Path(id): Path<String>, Query(q): Query<ResultQuery>) -> ApiResult<Response> {
+async fn get_result(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ResultQuery>,
+) -> ApiResult<Response> {
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(app.jobs.preview(&id, q.statement, q.limit.unwrap_or(100)).await?).into_response()),
         "csv" => {
@@ -224,7 +265,8 @@ async fn get_result(State(app): State<AppState>, Path(id): Path<String>, Query(q
             let (index, schema, batches, truncated) = app.jobs.result(&id, q.statement).await?;
             let mut buf = Vec::new();
             {
-                let internal = |e: arrow::error::ArrowError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+                let internal =
+                    |e: arrow::error::ArrowError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
                 let mut w = StreamWriter::try_new(&mut buf, &schema).map_err(internal)?;
                 for b in &batches {
                     w.write(b).map_err(internal)?;
@@ -235,7 +277,10 @@ async fn get_result(State(app): State<AppState>, Path(id): Path<String>, Query(q
                 [
                     (header::CONTENT_TYPE, "application/vnd.apache.arrow.stream".to_owned()),
                     (header::HeaderName::from_static("x-quiver-statement"), index.to_string()),
-                    (header::HeaderName::from_static("x-quiver-truncated"), truncated.to_string()),
+                    (
+                        header::HeaderName::from_static("x-quiver-truncated"),
+                        truncated.to_string(),
+                    ),
                 ],
                 buf,
             )
@@ -299,5 +344,8 @@ async fn get_metrics(State(app): State<AppState>) -> impl IntoResponse {
         overview.jobs_running,
         overview.jobs_queued,
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
 }

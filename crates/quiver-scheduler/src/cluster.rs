@@ -81,7 +81,12 @@ impl ClusterView {
     /// Every executor, alive ones first.
     pub async fn executors(&self, scheduler: &Ballista, jobs: &JobService) -> Vec<ExecutorInfo> {
         let counts = jobs.executor_task_counts();
-        let state = scheduler.state.executor_manager.get_executors_state().await.unwrap_or_default();
+        let state = scheduler
+            .state
+            .executor_manager
+            .get_executors_state()
+            .await
+            .unwrap_or_default();
         let now_secs = now_ms() / 1000;
         let mut out = Vec::new();
         for (meta, heartbeat, metrics) in state {

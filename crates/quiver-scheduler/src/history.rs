@@ -176,8 +176,10 @@ impl HistoryStore {
 
     /// Saves a job's record (summary and detail).
     pub async fn put_job(&self, detail: &JobDetail) -> Result<(), HistoryError> {
-        self.put_json(self.path(&detail.summary.id, "detail.json"), detail).await?;
-        self.put_json(self.path(&detail.summary.id, "summary.json"), &detail.summary).await
+        self.put_json(self.path(&detail.summary.id, "detail.json"), detail)
+            .await?;
+        self.put_json(self.path(&detail.summary.id, "summary.json"), &detail.summary)
+            .await
     }
 
     /// Reads a job's detail.
@@ -186,10 +188,12 @@ impl HistoryStore {
         let Some(bytes) = self.get_bytes(&path).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| HistoryError::Record {
-            path: path.to_string(),
-            message: e.to_string(),
-        })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| HistoryError::Record {
+                path: path.to_string(),
+                message: e.to_string(),
+            })
     }
 
     /// Reads every job summary. Unreadable records are skipped with a warning.
@@ -202,7 +206,10 @@ impl HistoryStore {
             .await
             .map_err(|e| self.store_err(e))?;
         let mut summaries = Vec::new();
-        for meta in objects.into_iter().filter(|m| m.location.filename() == Some("summary.json")) {
+        for meta in objects
+            .into_iter()
+            .filter(|m| m.location.filename() == Some("summary.json"))
+        {
             match self.get_bytes(&meta.location).await? {
                 Some(bytes) => match serde_json::from_slice::<JobSummary>(&bytes) {
                     Ok(s) => summaries.push(s),
@@ -325,11 +332,20 @@ mod tests {
         store.put_job(&detail("job-a")).await.unwrap();
         store.put_job(&detail("job-b")).await.unwrap();
         let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2])) as _)]).unwrap();
-        store.put_result("job-a", 1, &batch.schema(), &[batch.clone()]).await.unwrap();
+        store
+            .put_result("job-a", 1, &batch.schema(), std::slice::from_ref(&batch))
+            .await
+            .unwrap();
 
         // A second store over the same directory (a restarted scheduler) sees it all.
         let reopened = HistoryStore::open(&location, &storage).unwrap();
-        let mut ids: Vec<_> = reopened.list_summaries().await.unwrap().into_iter().map(|s| s.id).collect();
+        let mut ids: Vec<_> = reopened
+            .list_summaries()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         ids.sort();
         assert_eq!(ids, vec!["job-a", "job-b"]);
         assert_eq!(reopened.get_job("job-a").await.unwrap().unwrap(), detail("job-a"));

@@ -132,7 +132,10 @@ pub struct JobService {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl JobService {
@@ -175,7 +178,11 @@ impl JobService {
             metrics,
         });
         service.prune_history().await;
-        tracing::info!(jobs = loaded, location = service.history.location(), "job history loaded");
+        tracing::info!(
+            jobs = loaded,
+            location = service.history.location(),
+            "job history loaded"
+        );
         Ok(service)
     }
 
@@ -232,7 +239,9 @@ impl JobService {
 
     fn insert_active(&self, registry: &mut Registry, detail: JobDetail) -> CancellationToken {
         let cancel = CancellationToken::new();
-        registry.summaries.insert(detail.summary.id.clone(), detail.summary.clone());
+        registry
+            .summaries
+            .insert(detail.summary.id.clone(), detail.summary.clone());
         registry.active.insert(
             detail.summary.id.clone(),
             ActiveJob {
@@ -361,7 +370,8 @@ impl JobService {
                             s.finished_at = Some(now_ms());
                         }
                     });
-                    self.finish(&id, JobState::Cancelled, Some("cancelled by user".into())).await;
+                    self.finish(&id, JobState::Cancelled, Some("cancelled by user".into()))
+                        .await;
                     return;
                 }
                 Some(Ok(out)) => {
@@ -416,7 +426,9 @@ impl JobService {
     /// Opens a client session as a running job.
     pub async fn open_session(&self, request: OpenSession) -> Result<JobSummary, JobError> {
         if !matches!(request.source, JobSource::Shell | JobSource::Dataframe) {
-            return Err(JobError::BadRequest("sessions are opened by a shell or a dataframe program".into()));
+            return Err(JobError::BadRequest(
+                "sessions are opened by a shell or a dataframe program".into(),
+            ));
         }
         let detail = {
             let mut registry = self.registry.lock();
@@ -438,9 +450,7 @@ impl JobService {
             return Ok(());
         }
         match registry.summaries.get(id) {
-            Some(_) => {
-                Err(JobError::Conflict(format!("job {id} has already ended")))
-            }
+            Some(_) => Err(JobError::Conflict(format!("job {id} has already ended"))),
             None => Err(JobError::NotFound(format!("no job {id}"))),
         }
     }
@@ -456,9 +466,15 @@ impl JobService {
                 };
             }
         }
-        let state = if error.is_some() { JobState::Failed } else { JobState::Succeeded };
-        self.finish(id, state, error.map(|e| secret::redact(&e).into_owned())).await;
-        self.summary(id).ok_or_else(|| JobError::NotFound(format!("no job {id}")))
+        let state = if error.is_some() {
+            JobState::Failed
+        } else {
+            JobState::Succeeded
+        };
+        self.finish(id, state, error.map(|e| secret::redact(&e).into_owned()))
+            .await;
+        self.summary(id)
+            .ok_or_else(|| JobError::NotFound(format!("no job {id}")))
     }
 
     /// Cancels a job: its running queries stop and it ends `cancelled`.
@@ -480,7 +496,8 @@ impl JobService {
         if !is_script {
             // Sessions have no runner to notice the token.
             self.cancel_queries(id).await;
-            self.finish(id, JobState::Cancelled, Some("cancelled by user".into())).await;
+            self.finish(id, JobState::Cancelled, Some("cancelled by user".into()))
+                .await;
         }
         // A script's runner finishes it; wait briefly so the caller sees the result.
         for _ in 0..50 {
@@ -489,7 +506,8 @@ impl JobService {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.summary(id).ok_or_else(|| JobError::NotFound(format!("no job {id}")))
+        self.summary(id)
+            .ok_or_else(|| JobError::NotFound(format!("no job {id}")))
     }
 
     async fn cancel_queries(&self, id: &str) {
@@ -570,7 +588,11 @@ impl JobService {
                 .map(|s| (s.id.clone(), s.finished_at.unwrap_or(s.submitted_at)))
                 .collect();
             let excess = registry.summaries.len().saturating_sub(self.options.max_history_jobs);
-            let mut doomed: Vec<String> = finished.iter().filter(|(_, t)| *t < cutoff).map(|(id, _)| id.clone()).collect();
+            let mut doomed: Vec<String> = finished
+                .iter()
+                .filter(|(_, t)| *t < cutoff)
+                .map(|(id, _)| id.clone())
+                .collect();
             // Oldest first (ids sort by time).
             for (id, _) in finished.iter().take(excess) {
                 if !doomed.contains(id) {
@@ -623,7 +645,12 @@ impl JobService {
     /// A page of jobs, newest first.
     pub fn list(&self, filter: &JobFilter) -> JobList {
         let registry = self.registry.lock();
-        let matching: Vec<&JobSummary> = registry.summaries.values().rev().filter(|s| filter.matches(s)).collect();
+        let matching: Vec<&JobSummary> = registry
+            .summaries
+            .values()
+            .rev()
+            .filter(|s| filter.matches(s))
+            .collect();
         let total = matching.len();
         let jobs = matching
             .into_iter()
@@ -641,8 +668,16 @@ impl JobService {
     /// Counts of running and queued jobs and of all jobs.
     pub fn counts(&self) -> (usize, usize, usize) {
         let registry = self.registry.lock();
-        let running = registry.active.values().filter(|j| j.detail.summary.state == JobState::Running).count();
-        let queued = registry.active.values().filter(|j| j.detail.summary.state == JobState::Queued).count();
+        let running = registry
+            .active
+            .values()
+            .filter(|j| j.detail.summary.state == JobState::Running)
+            .count();
+        let queued = registry
+            .active
+            .values()
+            .filter(|j| j.detail.summary.state == JobState::Queued)
+            .count();
         (running, queued, registry.summaries.len())
     }
 
@@ -670,7 +705,11 @@ impl JobService {
             return Err(JobError::NotFound(format!(
                 "statement {} of job {id} has no stored result ({})",
                 chosen.index,
-                if chosen.state.is_terminal() { "it returns no rows" } else { "it has not finished" }
+                if chosen.state.is_terminal() {
+                    "it returns no rows"
+                } else {
+                    "it has not finished"
+                }
             )));
         }
         let (schema, batches) = self
@@ -792,7 +831,11 @@ impl JobService {
     /// Tasks running now, over all jobs.
     pub fn running_tasks(&self) -> u64 {
         let registry = self.registry.lock();
-        registry.active.values().map(|j| j.detail.summary.progress.tasks_running).sum()
+        registry
+            .active
+            .values()
+            .map(|j| j.detail.summary.progress.tasks_running)
+            .sum()
     }
 }
 
@@ -815,7 +858,11 @@ impl QueryObserver for JobService {
                                 .as_deref()
                                 .and_then(|s| s.parse().ok())
                                 .unwrap_or(JobSource::Client);
-                            let name = if owner.name.is_empty() { "ballista-client".into() } else { owner.name.clone() };
+                            let name = if owner.name.is_empty() {
+                                "ballista-client".into()
+                            } else {
+                                owner.name.clone()
+                            };
                             let detail = Self::new_detail(id.clone(), name, source, JobState::Running);
                             self.insert_active(&mut registry, detail);
                             registry.session_jobs.insert(owner.session_id.clone(), id.clone());
@@ -836,7 +883,11 @@ impl QueryObserver for JobService {
         let Some(job) = active.get_mut(&job_id) else {
             return; // The job already ended; late updates are dropped.
         };
-        let was_terminal = job.detail.queries.iter().any(|q| q.id == query.id && q.state.is_terminal());
+        let was_terminal = job
+            .detail
+            .queries
+            .iter()
+            .any(|q| q.id == query.id && q.state.is_terminal());
         if query.state.is_terminal() && !was_terminal {
             for task in query.stages.iter().flat_map(|s| s.tasks.iter()) {
                 if let Some(e) = &task.executor_id {
@@ -936,7 +987,11 @@ fn finish_detail(detail: &mut JobDetail, state: JobState, error: Option<String>)
     }
     for q in &mut detail.queries {
         if !q.state.is_terminal() {
-            q.state = if state == JobState::Succeeded { JobState::Succeeded } else { state };
+            q.state = if state == JobState::Succeeded {
+                JobState::Succeeded
+            } else {
+                state
+            };
             q.finished_at = Some(now);
         }
     }

@@ -43,8 +43,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use ballista_core::flight_proxy_service::BallistaFlightProxyService;
-use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_core::serde::BallistaCodec;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::cluster::memory::{InMemoryClusterState, InMemoryJobState};
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
@@ -201,15 +201,22 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
     let bind = format!("{}:{}", options.bind_host, options.port);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
-        .map_err(|source| SchedulerError::Bind { addr: bind.clone(), source })?;
-    let addr = listener.local_addr().map_err(|source| SchedulerError::Bind { addr: bind, source })?;
+        .map_err(|source| SchedulerError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SchedulerError::Bind { addr: bind, source })?;
     let config = Arc::new(ballista_config(&options, &factory, addr.port()));
     config.validate().map_err(|e| SchedulerError::Ballista(e.to_string()))?;
 
     let metrics = SchedulerMetrics::new();
     let history = HistoryStore::open(&options.history, factory.storage())?;
     if options.history == HistoryLocation::Memory {
-        tracing::info!("job history is kept in memory only; pass --history DIR or s3://bucket/prefix to keep it across restarts");
+        tracing::info!(
+            "job history is kept in memory only; pass --history DIR or s3://bucket/prefix to keep it across restarts"
+        );
     }
     let jobs = JobService::new(history, factory.clone(), options.jobs.clone(), metrics.clone()).await?;
 
@@ -222,9 +229,17 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
     let cluster = BallistaCluster::new(Arc::new(InMemoryClusterState::default()), Arc::new(observed));
     let codec = BallistaCodec::new(factory.logical_codec(), factory.physical_codec());
     let collector = default_metrics_collector().map_err(|e| SchedulerError::Ballista(e.to_string()))?;
-    let mut scheduler: jobs::Ballista =
-        SchedulerServer::new(config.scheduler_endpoint(), cluster, codec, Arc::clone(&config), collector);
-    scheduler.init().await.map_err(|e| SchedulerError::Ballista(e.to_string()))?;
+    let mut scheduler: jobs::Ballista = SchedulerServer::new(
+        config.scheduler_endpoint(),
+        cluster,
+        codec,
+        Arc::clone(&config),
+        collector,
+    );
+    scheduler
+        .init()
+        .await
+        .map_err(|e| SchedulerError::Ballista(e.to_string()))?;
 
     let local_host = match addr.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),

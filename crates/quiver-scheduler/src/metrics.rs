@@ -43,7 +43,8 @@ impl SchedulerMetrics {
     /// Creates the metrics in a registry of their own.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let submitted = IntCounter::new("quiver_jobs_submitted_total", "Jobs accepted by the scheduler").expect("valid metric");
+        let submitted =
+            IntCounter::new("quiver_jobs_submitted_total", "Jobs accepted by the scheduler").expect("valid metric");
         let finished = IntCounterVec::new(
             Opts::new("quiver_jobs_finished_total", "Jobs ended, by final state"),
             &["state"],
@@ -55,7 +56,8 @@ impl SchedulerMetrics {
         )
         .expect("valid metric");
         let running_tasks = IntGauge::new("quiver_running_tasks", "Tasks running on executors").expect("valid metric");
-        let executors_alive = IntGauge::new("quiver_executors_alive", "Executors with a recent heartbeat").expect("valid metric");
+        let executors_alive =
+            IntGauge::new("quiver_executors_alive", "Executors with a recent heartbeat").expect("valid metric");
         let jobs_running = IntGauge::new("quiver_jobs_running", "Jobs running").expect("valid metric");
         let jobs_queued = IntGauge::new("quiver_jobs_queued", "Jobs waiting for a job slot").expect("valid metric");
         for c in [
@@ -130,7 +132,10 @@ mod tests {
         m.set_cluster(2, 3, 1, 0);
         let text = m.render();
         assert!(text.contains("quiver_jobs_submitted_total 1"), "{text}");
-        assert!(text.contains("quiver_jobs_finished_total{state=\"failed\"} 1"), "{text}");
+        assert!(
+            text.contains("quiver_jobs_finished_total{state=\"failed\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("quiver_executors_alive 2"), "{text}");
         assert!(text.contains("quiver_job_duration_seconds_count 1"), "{text}");
     }

@@ -70,7 +70,10 @@ impl ObservedJobState {
     }
 
     fn report(&self, graph: &ExecutionGraphBox) {
-        self.observer.query_updated(QueryOwner::of(graph.as_ref()), query_info(graph.as_ref(), &HashMap::new()));
+        self.observer.query_updated(
+            QueryOwner::of(graph.as_ref()),
+            query_info(graph.as_ref(), &HashMap::new()),
+        );
     }
 }
 
@@ -172,7 +175,9 @@ pub fn query_info(graph: &dyn ExecutionGraph, executors: &HashMap<(usize, usize)
     let status = graph.status();
     let (state, queued_at, started_at, finished_at, error) = match &status.status {
         Some(job_status::Status::Queued(q)) => (QueryState::Queued, ms64(q.queued_at), None, None, None),
-        Some(job_status::Status::Running(r)) => (QueryState::Running, ms64(r.queued_at), ms64(r.started_at), None, None),
+        Some(job_status::Status::Running(r)) => {
+            (QueryState::Running, ms64(r.queued_at), ms64(r.started_at), None, None)
+        }
         Some(job_status::Status::Successful(s)) => (
             QueryState::Succeeded,
             ms64(s.queued_at),
@@ -183,7 +188,11 @@ pub fn query_info(graph: &dyn ExecutionGraph, executors: &HashMap<(usize, usize)
         Some(job_status::Status::Failed(f)) => {
             let cancelled = f.error.to_ascii_lowercase().contains("cancel");
             (
-                if cancelled { QueryState::Cancelled } else { QueryState::Failed },
+                if cancelled {
+                    QueryState::Cancelled
+                } else {
+                    QueryState::Failed
+                },
                 ms64(f.queued_at),
                 ms64(f.started_at),
                 ms64(f.ended_at),
@@ -215,62 +224,79 @@ pub fn query_info(graph: &dyn ExecutionGraph, executors: &HashMap<(usize, usize)
     }
 }
 
+/// The fields of a stage, whatever its variant.
+struct StageParts<'a> {
+    state: &'static str,
+    attempt: usize,
+    partitions: usize,
+    inputs: Vec<usize>,
+    tasks: &'a [ballista_scheduler::state::execution_stage::TaskInfo],
+    metrics: Option<&'a [MetricsSet]>,
+    error: Option<String>,
+}
+
+impl<'a> StageParts<'a> {
+    fn of(stage: &'a ExecutionStage) -> Self {
+        let base = |state, attempt, partitions, inputs: Vec<usize>| StageParts {
+            state,
+            attempt,
+            partitions,
+            inputs,
+            tasks: &[],
+            metrics: None,
+            error: None,
+        };
+        match stage {
+            ExecutionStage::UnResolved(s) => {
+                base("pending", s.stage_attempt_num, 0, s.inputs.keys().copied().collect())
+            }
+            ExecutionStage::Resolved(s) => base(
+                "resolved",
+                s.stage_attempt_num,
+                s.partitions,
+                s.inputs.keys().copied().collect(),
+            ),
+            ExecutionStage::Running(s) => StageParts {
+                tasks: &s.task_infos,
+                metrics: s.stage_metrics.as_deref(),
+                ..base(
+                    "running",
+                    s.stage_attempt_num,
+                    s.partitions,
+                    s.inputs.keys().copied().collect(),
+                )
+            },
+            ExecutionStage::Successful(s) => StageParts {
+                tasks: &s.task_infos,
+                metrics: Some(s.stage_metrics.as_slice()),
+                ..base(
+                    "succeeded",
+                    s.stage_attempt_num,
+                    s.partitions,
+                    s.inputs.keys().copied().collect(),
+                )
+            },
+            ExecutionStage::Failed(s) => StageParts {
+                tasks: &s.task_infos,
+                metrics: s.stage_metrics.as_deref(),
+                error: Some(secret::redact(&s.error_message).into_owned()),
+                ..base("failed", s.stage_attempt_num, s.partitions, vec![])
+            },
+        }
+    }
+}
+
 fn stage_info(id: usize, stage: &ExecutionStage, executors: &HashMap<(usize, usize), String>) -> StageInfo {
-    let (state, attempt, partitions, inputs, tasks, metrics, error): (
-        &str,
-        usize,
-        usize,
-        Vec<usize>,
-        &[ballista_scheduler::state::execution_stage::TaskInfo],
-        Option<&[MetricsSet]>,
-        Option<String>,
-    ) = match stage {
-        ExecutionStage::UnResolved(s) => (
-            "pending",
-            s.stage_attempt_num,
-            0,
-            s.inputs.keys().copied().collect(),
-            &[],
-            None,
-            None,
-        ),
-        ExecutionStage::Resolved(s) => (
-            "resolved",
-            s.stage_attempt_num,
-            s.partitions,
-            s.inputs.keys().copied().collect(),
-            &[],
-            None,
-            None,
-        ),
-        ExecutionStage::Running(s) => (
-            "running",
-            s.stage_attempt_num,
-            s.partitions,
-            s.inputs.keys().copied().collect(),
-            &s.task_infos,
-            s.stage_metrics.as_deref(),
-            None,
-        ),
-        ExecutionStage::Successful(s) => (
-            "succeeded",
-            s.stage_attempt_num,
-            s.partitions,
-            s.inputs.keys().copied().collect(),
-            &s.task_infos,
-            Some(s.stage_metrics.as_slice()),
-            None,
-        ),
-        ExecutionStage::Failed(s) => (
-            "failed",
-            s.stage_attempt_num,
-            s.partitions,
-            vec![],
-            &s.task_infos,
-            s.stage_metrics.as_deref(),
-            Some(secret::redact(&s.error_message).into_owned()),
-        ),
-    };
+    let parts = StageParts::of(stage);
+    let StageParts {
+        state,
+        attempt,
+        partitions,
+        inputs,
+        tasks,
+        metrics,
+        error,
+    } = parts;
     let mut inputs = inputs;
     inputs.sort_unstable();
     let plan: &dyn ExecutionPlan = stage.plan();

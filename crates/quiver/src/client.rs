@@ -17,7 +17,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 use quiver_core::api::{
-    ClusterOverview, CloseSession, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSummary, OpenSession, SubmitJob,
+    CloseSession, ClusterOverview, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSummary, OpenSession, SubmitJob,
 };
 use serde::de::DeserializeOwned;
 
@@ -72,7 +72,10 @@ pub fn scheduler_url(address: &str) -> Result<String, ClientError> {
         None => format!("http://{trimmed}"),
     };
     let url = url::Url::parse(&with_scheme).map_err(|_| ClientError::BadAddress(address.into()))?;
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| ClientError::BadAddress(address.into()))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ClientError::BadAddress(address.into()))?;
     if url.path() != "/" && !url.path().is_empty() {
         return Err(ClientError::BadAddress(address.into()));
     }
@@ -90,7 +93,10 @@ pub struct ApiClient {
 
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiClient").field("base", &self.base).field("token", &self.token.is_some()).finish()
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("token", &self.token.is_some())
+            .finish()
     }
 }
 
@@ -140,7 +146,9 @@ impl ApiClient {
             return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or(text);
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized {
                 url: self.base.clone(),
@@ -163,22 +171,26 @@ impl ApiClient {
 
     /// Submits a script.
     pub async fn submit(&self, job: &SubmitJob) -> Result<JobSummary, ClientError> {
-        self.json(self.request(reqwest::Method::POST, "/api/v1/jobs").json(job)).await
+        self.json(self.request(reqwest::Method::POST, "/api/v1/jobs").json(job))
+            .await
     }
 
     /// One job in full.
     pub async fn job(&self, id: &str) -> Result<JobDetail, ClientError> {
-        self.json(self.request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}"))).await
+        self.json(self.request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}")))
+            .await
     }
 
     /// A page of jobs; `query` holds the list's filters (`state`, `q`, `limit`, ...).
     pub async fn jobs(&self, query: &[(&str, String)]) -> Result<JobList, ClientError> {
-        self.json(self.request(reqwest::Method::GET, "/api/v1/jobs").query(query)).await
+        self.json(self.request(reqwest::Method::GET, "/api/v1/jobs").query(query))
+            .await
     }
 
     /// Cancels a job.
     pub async fn cancel(&self, id: &str) -> Result<JobSummary, ClientError> {
-        self.json(self.request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel"))).await
+        self.json(self.request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel")))
+            .await
     }
 
     /// The stored rows of a statement's result.
@@ -190,20 +202,25 @@ impl ApiClient {
             )
             .await?;
         let bytes = response.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
-        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let reader =
+            StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| ClientError::Decode(e.to_string()))?;
         let schema = reader.schema();
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| ClientError::Decode(e.to_string()))?;
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
         Ok((schema, batches))
     }
 
     /// Opens a client session as a job.
     pub async fn open_session(&self, request: &OpenSession) -> Result<JobSummary, ClientError> {
-        self.json(self.request(reqwest::Method::POST, "/api/v1/sessions").json(request)).await
+        self.json(self.request(reqwest::Method::POST, "/api/v1/sessions").json(request))
+            .await
     }
 
     /// Tells the scheduler the session is alive.
     pub async fn heartbeat(&self, id: &str) -> Result<(), ClientError> {
-        self.send(self.request(reqwest::Method::POST, &format!("/api/v1/sessions/{id}/heartbeat"))).await?;
+        self.send(self.request(reqwest::Method::POST, &format!("/api/v1/sessions/{id}/heartbeat")))
+            .await?;
         Ok(())
     }
 
@@ -245,9 +262,15 @@ mod tests {
     fn scheduler_addresses_normalise() {
         assert_eq!(scheduler_url("localhost").unwrap(), "http://localhost:50050");
         assert_eq!(scheduler_url("sched:7077").unwrap(), "http://sched:7077");
-        assert_eq!(scheduler_url("http://10.0.0.1:50050/").unwrap(), "http://10.0.0.1:50050");
+        assert_eq!(
+            scheduler_url("http://10.0.0.1:50050/").unwrap(),
+            "http://10.0.0.1:50050"
+        );
         assert_eq!(scheduler_url("df://h:1").unwrap(), "http://h:1");
-        assert_eq!(scheduler_url("https://q.example.com").unwrap(), "https://q.example.com:50050");
+        assert_eq!(
+            scheduler_url("https://q.example.com").unwrap(),
+            "https://q.example.com:50050"
+        );
         assert!(scheduler_url("ftp://x").is_err());
         assert!(scheduler_url("http://h:1/path").is_err());
         assert!(scheduler_url("").is_err());

@@ -22,7 +22,9 @@ pub struct EmbeddedCluster {
 
 impl std::fmt::Debug for EmbeddedCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedCluster").field("url", &self.scheduler.url()).finish()
+        f.debug_struct("EmbeddedCluster")
+            .field("url", &self.scheduler.url())
+            .finish()
     }
 }
 

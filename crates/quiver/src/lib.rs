@@ -125,7 +125,11 @@ impl QuiverBuilder {
             .clone()
             .or_else(|| std::env::var(SCHEDULER_ENV).ok())
             .filter(|s| !s.trim().is_empty());
-        let token = self.token.clone().or_else(|| std::env::var(TOKEN_ENV).ok()).filter(|t| !t.is_empty());
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_ENV).ok())
+            .filter(|t| !t.is_empty());
         let (cluster, address) = match address {
             Some(a) => (None, a),
             None => {
@@ -185,7 +189,10 @@ pub struct Quiver {
 
 impl std::fmt::Debug for Quiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Quiver").field("job_id", &self.job_id).field("api", &self.api).finish()
+        f.debug_struct("Quiver")
+            .field("job_id", &self.job_id)
+            .field("api", &self.api)
+            .finish()
     }
 }
 

@@ -16,7 +16,10 @@ const GAP_Y: usize = 18;
 const PAD: usize = 10;
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Depth of each stage: 0 for stages that read no other stage.
@@ -142,7 +145,12 @@ mod tests {
 
     #[test]
     fn readers_sit_right_of_their_inputs() {
-        let stages = vec![stage(1, vec![]), stage(2, vec![]), stage(3, vec![1, 2]), stage(4, vec![3])];
+        let stages = vec![
+            stage(1, vec![]),
+            stage(2, vec![]),
+            stage(3, vec![1, 2]),
+            stage(4, vec![3]),
+        ];
         let d = depths(&stages);
         assert_eq!((d[&1], d[&2], d[&3], d[&4]), (0, 0, 1, 2));
         let svg = render(&stages);

@@ -15,7 +15,7 @@ pub fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -51,7 +51,7 @@ pub fn ago(ms: Option<u64>) -> String {
 
 /// Percent of `done` in `total`, 0..=100.
 pub fn percent(done: u64, total: u64) -> u64 {
-    if total == 0 { 0 } else { (done * 100 / total).min(100) }
+    (done * 100).checked_div(total).map_or(0, |p| p.min(100))
 }
 
 #[cfg(test)]

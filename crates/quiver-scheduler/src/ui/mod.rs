@@ -25,6 +25,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use quiver_core::api::{ExecutorInfo, JobDetail, JobSummary, Progress, QueryInfo, StageInfo};
 use serde::Deserialize;
 
+use quiver_core::script::short_first_line;
+
 use crate::api::{AppState, filter_from};
 use crate::auth::COOKIE;
 use crate::jobs::JobError;
@@ -48,8 +50,14 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/jobs/{id}/cancel", post(job_cancel_post))
         .route("/ui/executors", get(executors_get))
         .route("/ui/login", get(login_get).post(login_post))
-        .route("/ui/static/app.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
-        .route("/ui/static/app.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
+        .route(
+            "/ui/static/app.css",
+            get(|| async { asset(CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/ui/static/app.js",
+            get(|| async { asset(JS, "text/javascript; charset=utf-8") }),
+        )
         .route("/ui/static/favicon.svg", get(|| async { asset(ICON, "image/svg+xml") }))
         .route("/favicon.ico", get(|| async { asset(ICON, "image/svg+xml") }))
 }
@@ -165,7 +173,13 @@ async fn overview_get(State(app): State<AppState>) -> Html<String> {
         ..Default::default()
     });
     let running: Vec<JobSummary> = active.jobs.iter().filter(|j| !j.state.is_terminal()).cloned().collect();
-    let recent: Vec<JobSummary> = active.jobs.iter().filter(|j| j.state.is_terminal()).take(10).cloned().collect();
+    let recent: Vec<JobSummary> = active
+        .jobs
+        .iter()
+        .filter(|j| j.state.is_terminal())
+        .take(10)
+        .cloned()
+        .collect();
     let body = html! {
         h1 { "Cluster" }
         div.cards {
@@ -195,9 +209,28 @@ struct JobsQuery {
 }
 
 async fn jobs_get(State(app): State<AppState>, Query(q): Query<JobsQuery>) -> Response {
-    let filter = match filter_from(q.state.as_deref(), q.source.as_deref(), q.q.as_deref(), None, None, q.offset, Some(PAGE)) {
+    let filter = match filter_from(
+        q.state.as_deref(),
+        q.source.as_deref(),
+        q.q.as_deref(),
+        None,
+        None,
+        q.offset,
+        Some(PAGE),
+    ) {
         Ok(f) => f,
-        Err(_) => return (StatusCode::BAD_REQUEST, page("Jobs", Nav::Jobs, false, html! { (error_box("unknown state or source in the filter")) })).into_response(),
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                page(
+                    "Jobs",
+                    Nav::Jobs,
+                    false,
+                    html! { (error_box("unknown state or source in the filter")) },
+                ),
+            )
+                .into_response();
+        }
     };
     let list = app.jobs.list(&filter);
     let any_running = list.jobs.iter().any(|j| !j.state.is_terminal());
@@ -339,12 +372,21 @@ async fn job_get(State(app): State<AppState>, Path(id): Path<String>) -> Respons
         Err(e @ JobError::NotFound(_)) => {
             return (
                 StatusCode::NOT_FOUND,
-                page("Job not found", Nav::Jobs, false, html! { h1 { "Job not found" } (error_box(&e.to_string())) p { a href="/ui/jobs" { "All jobs" } } }),
+                page(
+                    "Job not found",
+                    Nav::Jobs,
+                    false,
+                    html! { h1 { "Job not found" } (error_box(&e.to_string())) p { a href="/ui/jobs" { "All jobs" } } },
+                ),
             )
                 .into_response();
         }
         Err(e) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, page("Error", Nav::Jobs, false, error_box(&e.to_string()))).into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                page("Error", Nav::Jobs, false, error_box(&e.to_string())),
+            )
+                .into_response();
         }
     };
     let s = &detail.summary;
@@ -385,7 +427,7 @@ async fn job_get(State(app): State<AppState>, Path(id): Path<String>) -> Respons
                             td.num { (st.index) }
                             td.num { (st.line) }
                             td { (state_badge(st.state.as_str())) }
-                            td { code { (first_line(&st.sql)) } }
+                            td { code { (short_first_line(&st.sql, 100)) } }
                             td { @if let Some(e) = &st.error { span.error-cell { (e) } } @else { (st.summary.as_deref().unwrap_or("")) } }
                             td.num { (duration(st.finished_at.zip(st.started_at).map(|(f, b)| f.saturating_sub(b)))) }
                         }
@@ -424,15 +466,6 @@ async fn job_get(State(app): State<AppState>, Path(id): Path<String>) -> Respons
     page(&format!("{} {}", s.name, s.id), Nav::Jobs, !s.state.is_terminal(), body).into_response()
 }
 
-fn first_line(sql: &str) -> String {
-    let line = sql.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("--")).unwrap_or("");
-    let mut out: String = line.chars().take(100).collect();
-    if out.len() < line.len() {
-        out.push('…');
-    }
-    out
-}
-
 fn json_cell(v: Option<&serde_json::Value>) -> String {
     match v {
         None | Some(serde_json::Value::Null) => "NULL".into(),
@@ -444,7 +477,11 @@ fn json_cell(v: Option<&serde_json::Value>) -> String {
 async fn job_cancel_post(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     match app.jobs.cancel(&id).await {
         Ok(_) | Err(JobError::Conflict(_)) => Redirect::to(&format!("/ui/jobs/{id}")).into_response(),
-        Err(e) => (StatusCode::NOT_FOUND, page("Cancel", Nav::Jobs, false, error_box(&e.to_string()))).into_response(),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            page("Cancel", Nav::Jobs, false, error_box(&e.to_string())),
+        )
+            .into_response(),
     }
 }
 

@@ -28,28 +28,49 @@ fn new_table(header: &[&str]) -> Table {
 pub async fn list_tables(ctx: &SessionContext) -> anyhow::Result<String> {
     let mut rows = Vec::new();
     for catalog_name in ctx.catalog_names() {
-        let Some(catalog) = ctx.catalog(&catalog_name) else { continue };
+        let Some(catalog) = ctx.catalog(&catalog_name) else {
+            continue;
+        };
         for schema_name in catalog.schema_names() {
             if schema_name == "information_schema" {
                 continue;
             }
-            let Some(schema) = catalog.schema(&schema_name) else { continue };
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
             for name in schema.table_names() {
-                let Ok(Some(provider)) = schema.table(&name).await else { continue };
+                let Ok(Some(provider)) = schema.table(&name).await else {
+                    continue;
+                };
                 let (format, location) = match provider.downcast_ref::<ListingTable>() {
                     Some(l) => (
-                        l.options().format.get_ext().trim_start_matches('.').to_ascii_uppercase(),
-                        l.table_paths().iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                        l.options()
+                            .format
+                            .get_ext()
+                            .trim_start_matches('.')
+                            .to_ascii_uppercase(),
+                        l.table_paths()
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     ),
                     None => (String::new(), String::new()),
                 };
-                let qualified = if schema_name == "public" { name.clone() } else { format!("{schema_name}.{name}") };
+                let qualified = if schema_name == "public" {
+                    name.clone()
+                } else {
+                    format!("{schema_name}.{name}")
+                };
                 rows.push([qualified, table_kind(provider.table_type()).into(), format, location]);
             }
         }
     }
     if rows.is_empty() {
-        return Ok("No tables. Create one with CREATE EXTERNAL TABLE name STORED AS PARQUET LOCATION 's3://bucket/path/';\n".into());
+        return Ok(
+            "No tables. Create one with CREATE EXTERNAL TABLE name STORED AS PARQUET LOCATION 's3://bucket/path/';\n"
+                .into(),
+        );
     }
     rows.sort();
     let mut t = new_table(&["name", "type", "format", "location"]);
@@ -69,7 +90,13 @@ pub async fn describe_table(ctx: &SessionContext, name: &str) -> anyhow::Result<
     let schema = provider.schema();
     let listing = provider.downcast_ref::<ListingTable>();
     let partition_cols: Vec<String> = listing
-        .map(|l| l.options().table_partition_cols.iter().map(|(n, _)| n.clone()).collect())
+        .map(|l| {
+            l.options()
+                .table_partition_cols
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect()
+        })
         .unwrap_or_default();
     let mut t = new_table(&["column", "type", "nullable"]);
     for f in schema.fields() {
@@ -77,14 +104,22 @@ pub async fn describe_table(ctx: &SessionContext, name: &str) -> anyhow::Result<
         if partition_cols.contains(f.name()) {
             ty.push_str(" (partition)");
         }
-        t.add_row([f.name().clone(), ty, if f.is_nullable() { "YES".into() } else { "NO".into() }]);
+        t.add_row([
+            f.name().clone(),
+            ty,
+            if f.is_nullable() { "YES".into() } else { "NO".into() },
+        ]);
     }
     let mut out = format!("{} {name}\n{t}\n", table_kind(provider.table_type()));
     if let Some(l) = listing {
         let paths: Vec<String> = l.table_paths().iter().map(|p| p.to_string()).collect();
         out.push_str(&format!(
             "format: {}\nlocation: {}\n",
-            l.options().format.get_ext().trim_start_matches('.').to_ascii_uppercase(),
+            l.options()
+                .format
+                .get_ext()
+                .trim_start_matches('.')
+                .to_ascii_uppercase(),
             paths.join(", ")
         ));
         if !partition_cols.is_empty() {

@@ -22,7 +22,9 @@ impl Target {
             .scheduler
             .as_deref()
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| UsageError("jobs live on a scheduler: pass --scheduler HOST:PORT or set QUIVER_SCHEDULER".into()))?;
+            .ok_or_else(|| {
+                UsageError("jobs live on a scheduler: pass --scheduler HOST:PORT or set QUIVER_SCHEDULER".into())
+            })?;
         Ok(ApiClient::new(address, super::token_from_env())?)
     }
 }
@@ -100,7 +102,13 @@ fn summary_row(s: &JobSummary) -> Vec<String> {
 
 pub async fn run(command: JobsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        JobsCommand::List { target, state, name, limit, json } => {
+        JobsCommand::List {
+            target,
+            state,
+            name,
+            limit,
+            json,
+        } => {
             let api = target.client()?;
             let mut query = vec![("limit", limit.to_string())];
             if let Some(s) = state {
@@ -160,12 +168,11 @@ fn show(d: &JobDetail) -> String {
     if !d.statements.is_empty() {
         let mut t = table(&["#", "line", "state", "statement", "outcome"]);
         for st in &d.statements {
-            let first = st.sql.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
             t.add_row(vec![
                 st.index.to_string(),
                 st.line.to_string(),
                 st.state.to_string(),
-                first.chars().take(60).collect(),
+                quiver_core::script::short_first_line(&st.sql, 60),
                 st.error.clone().or_else(|| st.summary.clone()).unwrap_or_default(),
             ]);
         }
@@ -178,7 +185,16 @@ fn show(d: &JobDetail) -> String {
             q.state,
             q.statement.map(|n| format!(" for statement {n}")).unwrap_or_default()
         ));
-        let mut t = table(&["stage", "state", "tasks", "rows in", "rows out", "shuffle write", "spill", "executors"]);
+        let mut t = table(&[
+            "stage",
+            "state",
+            "tasks",
+            "rows in",
+            "rows out",
+            "shuffle write",
+            "spill",
+            "executors",
+        ]);
         for st in &q.stages {
             let mut executors: Vec<&str> = st.tasks.iter().filter_map(|t| t.executor_id.as_deref()).collect();
             executors.sort_unstable();

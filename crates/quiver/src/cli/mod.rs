@@ -78,7 +78,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                     || e.is::<quiver_core::config::ConfigError>()
                     || e.is::<quiver_core::script::ScriptError>()
                     || e.is::<quiver::client::ClientError>()
-                        && matches!(e.downcast_ref::<quiver::client::ClientError>(), Some(quiver::client::ClientError::BadAddress(_)))
+                        && matches!(
+                            e.downcast_ref::<quiver::client::ClientError>(),
+                            Some(quiver::client::ClientError::BadAddress(_))
+                        )
             });
             ExitCode::from(if usage { 2 } else { 1 })
         }

@@ -77,7 +77,11 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
         round_robin: true,
     };
     let handle = quiver_scheduler::start(options, factory).await?;
-    eprintln!("quiver scheduler listening on {} (UI: {}/ui)", handle.addr(), handle.url());
+    eprintln!(
+        "quiver scheduler listening on {} (UI: {}/ui)",
+        handle.addr(),
+        handle.url()
+    );
     handle.wait().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -162,7 +162,10 @@ Statements end with ';' and may span lines.
 
 pub async fn run(args: SqlArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = pairs(&args.conf, "--conf")?;
-    let params: BTreeMap<String, String> = pairs(&args.params, "--param")?.iter().map(|(k, v)| (k.into(), v.into())).collect();
+    let params: BTreeMap<String, String> = pairs(&args.params, "--param")?
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
     let script_text = match (&args.execute, &args.file) {
         (Some(sql), _) => Some(sql.clone()),
         (None, Some(file)) => Some(
@@ -199,7 +202,11 @@ pub async fn run(args: SqlArgs, config: Option<&Path>) -> anyhow::Result<ExitCod
         Some(text) => shell.run_text(&text, true).await,
         None => interactive(&mut shell).await?,
     };
-    let close = if ok { quiver.finish().await } else { quiver.fail("a statement failed").await };
+    let close = if ok {
+        quiver.finish().await
+    } else {
+        quiver.fail("a statement failed").await
+    };
     if let Err(e) = close {
         tracing::warn!("could not end the session's job: {e}");
     }
@@ -218,7 +225,10 @@ async fn interactive(shell: &mut Shell) -> anyhow::Result<bool> {
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
-    eprintln!("Quiver {} SQL shell. Statements end with ';'. \\? for help, \\q to quit.", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "Quiver {} SQL shell. Statements end with ';'. \\? for help, \\q to quit.",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut buffer = String::new();
     loop {
         let prompt = if buffer.is_empty() { "quiver> " } else { "   ...> " };
@@ -240,7 +250,12 @@ async fn interactive(shell: &mut Shell) -> anyhow::Result<bool> {
                     }
                     continue;
                 }
-                if buffer.is_empty() && matches!(trimmed.trim_end_matches(';').to_ascii_lowercase().as_str(), "quit" | "exit") {
+                if buffer.is_empty()
+                    && matches!(
+                        trimmed.trim_end_matches(';').to_ascii_lowercase().as_str(),
+                        "quit" | "exit"
+                    )
+                {
                     break;
                 }
                 if !buffer.is_empty() {

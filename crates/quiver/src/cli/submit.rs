@@ -18,7 +18,7 @@ use quiver::client::ApiClient;
 use quiver::embedded::EmbeddedCluster;
 use quiver_core::api::{JobDetail, JobSource, JobState, SubmitJob};
 use quiver_core::output::{OutputFormat, render};
-use quiver_core::script::Script;
+use quiver_core::script::{Script, short_first_line};
 
 use super::{UsageError, pairs, parse_format, servers};
 
@@ -71,17 +71,30 @@ pub(super) async fn target(
 pub async fn run(args: SubmitArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let sql = std::fs::read_to_string(&args.file)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", args.file.display())))?;
-    let params: BTreeMap<String, String> = pairs(&args.params, "--param")?.iter().map(|(k, v)| (k.into(), v.into())).collect();
-    let conf: BTreeMap<String, String> = pairs(&args.conf, "--conf")?.iter().map(|(k, v)| (k.into(), v.into())).collect();
+    let params: BTreeMap<String, String> = pairs(&args.params, "--param")?
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    let conf: BTreeMap<String, String> = pairs(&args.conf, "--conf")?
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
     // Check the script here so a typo fails before anything starts.
     let script = Script::parse(&sql, &params).with_context(|| format!("{}", args.file.display()))?;
     let name = args.name.clone().unwrap_or_else(|| {
-        args.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "sql-job".into())
+        args.file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sql-job".into())
     });
 
     let (api, cluster) = target(args.scheduler.as_deref(), config, args.embedded_slots).await?;
     if args.detach && cluster.is_some() {
-        return Err(UsageError("--detach needs a scheduler (--scheduler or QUIVER_SCHEDULER): an embedded job ends with this process".into()).into());
+        return Err(UsageError(
+            "--detach needs a scheduler (--scheduler or QUIVER_SCHEDULER): an embedded job ends with this process"
+                .into(),
+        )
+        .into());
     }
     let job = api
         .submit(&SubmitJob {
@@ -130,13 +143,21 @@ async fn follow(api: &ApiClient, id: &str, total: usize, format: OutputFormat) -
             update_bar(bar, &detail, total);
         } else {
             let start = announced;
-            for s in detail.statements.iter().filter(|s| s.state != JobState::Queued && s.index > start) {
-                eprintln!("[{}/{total}] running: {}", s.index, first_line(&s.sql));
+            for s in detail
+                .statements
+                .iter()
+                .filter(|s| s.state != JobState::Queued && s.index > start)
+            {
+                eprintln!("[{}/{total}] running: {}", s.index, short_first_line(&s.sql, 70));
                 announced = s.index;
             }
         }
         let done = reported;
-        for s in detail.statements.iter().filter(|s| s.index > done && s.state.is_terminal()) {
+        for s in detail
+            .statements
+            .iter()
+            .filter(|s| s.index > done && s.state.is_terminal())
+        {
             if s.state != JobState::Succeeded {
                 break;
             }
@@ -156,8 +177,15 @@ async fn follow(api: &ApiClient, id: &str, total: usize, format: OutputFormat) -
                 let _ = out.flush();
             }
             if let Some(summary) = &s.summary {
-                let secs = s.finished_at.zip(s.started_at).map(|(f, st)| f.saturating_sub(st) as f64 / 1000.0);
-                print(&format!("[{}/{total}] {summary}{}", s.index, secs.map(|t| format!(" in {t:.2}s")).unwrap_or_default()));
+                let secs = s
+                    .finished_at
+                    .zip(s.started_at)
+                    .map(|(f, st)| f.saturating_sub(st) as f64 / 1000.0);
+                print(&format!(
+                    "[{}/{total}] {summary}{}",
+                    s.index,
+                    secs.map(|t| format!(" in {t:.2}s")).unwrap_or_default()
+                ));
             }
             reported = s.index;
         }
@@ -182,15 +210,6 @@ async fn follow(api: &ApiClient, id: &str, total: usize, format: OutputFormat) -
     }
 }
 
-fn first_line(sql: &str) -> String {
-    let line = sql.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("--")).unwrap_or("");
-    let mut short: String = line.chars().take(70).collect();
-    if short.len() < line.len() {
-        short.push('…');
-    }
-    short
-}
-
 fn update_bar(bar: &ProgressBar, detail: &JobDetail, total: usize) {
     let p = &detail.summary.progress;
     bar.set_length(p.tasks_total.max(1));
@@ -199,7 +218,7 @@ fn update_bar(bar: &ProgressBar, detail: &JobDetail, total: usize) {
         .statements
         .iter()
         .find(|s| s.state == JobState::Running)
-        .map(|s| format!("statement {}/{total}: {}", s.index, first_line(&s.sql)))
+        .map(|s| format!("statement {}/{total}: {}", s.index, short_first_line(&s.sql, 70)))
         .unwrap_or_else(|| detail.summary.state.to_string());
     bar.set_message(format!("stages {}/{}  {current}", p.stages_done, p.stages_total));
 }

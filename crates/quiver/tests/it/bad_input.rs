@@ -49,7 +49,10 @@ fn unknown_table_and_column_are_named() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let run = s.cluster.submit("SELECT * FROM no_such_table;", &[]);
     assert_fails_with(&run, &["no_such_table", "not found"]);
-    let run = s.cluster.sql(&format!("{}SELECT no_such_column FROM customers;", data::ddl("lake")), &[]);
+    let run = s.cluster.sql(
+        &format!("{}SELECT no_such_column FROM customers;", data::ddl("lake")),
+        &[],
+    );
     assert_fails_with(&run, &["no_such_column"]);
     assert_healthy(s);
 }
@@ -96,7 +99,11 @@ fn wrong_credentials_are_rejected_without_showing_the_secret() {
     for entry in walk(&s.cluster.history) {
         let text = std::fs::read(&entry).unwrap();
         let text = String::from_utf8_lossy(&text);
-        assert!(!text.contains(wrong_secret) && !text.contains(SECRET_KEY), "{} holds a secret", entry.display());
+        assert!(
+            !text.contains(wrong_secret) && !text.contains(SECRET_KEY),
+            "{} holds a secret",
+            entry.display()
+        );
     }
     assert_healthy(s);
 }
@@ -185,12 +192,22 @@ fn corrupt_parquet_names_the_file() {
 fn bad_settings_and_flags_are_usage_errors() {
     let s = shared();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let run = s.cluster.submit("SELECT 1;", &["--conf", "datafusion.execution.nope=1"]);
+    let run = s
+        .cluster
+        .submit("SELECT 1;", &["--conf", "datafusion.execution.nope=1"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("unknown setting 'datafusion.execution.nope'"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown setting 'datafusion.execution.nope'"),
+        "{}",
+        run.stderr
+    );
     let run = s.cluster.submit("SELECT 1;", &["--conf", "novalue"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("'novalue' is not of the form key=value"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("'novalue' is not of the form key=value"),
+        "{}",
+        run.stderr
+    );
     let run = Run::from(s.cluster.quiver(&["submit", "/no/such/script.sql"]).output().unwrap());
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("cannot read /no/such/script.sql"), "{}", run.stderr);

@@ -33,15 +33,29 @@ pub fn artifacts() -> PathBuf {
 
 impl Browser {
     pub fn start() -> Browser {
-        let chromium = which("chromium").unwrap_or_else(|| panic!("chromium is not installed: apt-get install chromium chromium-driver (scripts/test does)"));
-        let driver = which("chromedriver").unwrap_or_else(|| panic!("chromedriver is not installed: apt-get install chromium-driver (scripts/test does)"));
+        let chromium = which("chromium").unwrap_or_else(|| {
+            panic!("chromium is not installed: apt-get install chromium chromium-driver (scripts/test does)")
+        });
+        let driver = which("chromedriver").unwrap_or_else(|| {
+            panic!("chromedriver is not installed: apt-get install chromium-driver (scripts/test does)")
+        });
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let proc = Proc::spawn("chromedriver", Command::new(driver).arg(format!("--port={port}")), dir.path());
+        let proc = Proc::spawn(
+            "chromedriver",
+            Command::new(driver).arg(format!("--port={port}")),
+            dir.path(),
+        );
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         wait_for("chromedriver", Duration::from_secs(20), || {
-            http.get(format!("{base}/status")).send().map(|r| r.status().is_success()).unwrap_or(false)
+            http.get(format!("{base}/status"))
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
         });
         let profile = dir.path().join("profile");
         let caps = json!({
@@ -56,7 +70,13 @@ impl Browser {
                 "goog:loggingPrefs": { "browser": "ALL" }
             }}
         });
-        let r: Value = http.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         let session = r["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("chromedriver did not start a session: {r}"))
@@ -101,7 +121,11 @@ impl Browser {
 
     /// Runs a script in the page.
     pub fn execute(&self, script: &str) -> Value {
-        self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": [] })))
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
     }
 
     /// The page's text with every collapsed `<details>` opened first.
@@ -111,24 +135,43 @@ impl Browser {
     }
 
     pub fn url(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/url", None).as_str().unwrap_or_default().to_owned()
+        self.cmd(reqwest::Method::GET, "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn count(&self, css: &str) -> usize {
-        self.cmd(reqwest::Method::POST, "/elements", Some(json!({ "using": "css selector", "value": css })))
-            .as_array()
-            .map(Vec::len)
-            .unwrap_or(0)
+        self.cmd(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({ "using": "css selector", "value": css })),
+        )
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
     }
 
     fn element(&self, css: &str) -> String {
-        let v = self.cmd(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css })));
-        v.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).unwrap().to_owned()
+        let v = self.cmd(
+            reqwest::Method::POST,
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
     }
 
     pub fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css);
-        self.cmd(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text })));
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
     }
 
     pub fn click(&self, css: &str) {
@@ -139,7 +182,9 @@ impl Browser {
     /// Saves a screenshot as `<name>.png` among the test artifacts.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let data = self.cmd(reqwest::Method::GET, "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD.decode(data.as_str().unwrap()).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap())
+            .unwrap();
         let path = artifacts().join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path
@@ -159,6 +204,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send();
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send();
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use quiver_core::api::JobState;
 
 use crate::data::{self, ORDERS, expected_by_country};
-use crate::harness::{csv_rows, shared};
+use crate::harness::{Cluster, ClusterOptions, S3Server, csv_rows, shared};
 
 fn by_country_query(table: &str) -> String {
     format!(
@@ -42,7 +42,13 @@ fn submit_reads_csv_json_and_parquet_from_s3() {
     let n = expected.len();
     assert_eq!(rows[..n], expected[..], "CSV-backed result\n{}", run.stdout);
     assert_eq!(rows[n..2 * n], expected[..], "Parquet-backed result\n{}", run.stdout);
-    assert_eq!(rows[2 * n..], [vec!["n".to_string(), "days".into()], vec![ORDERS.to_string(), "4".into()]]);
+    assert_eq!(
+        rows[2 * n..],
+        [
+            vec!["n".to_string(), "days".into()],
+            vec![ORDERS.to_string(), "4".into()]
+        ]
+    );
     assert!(run.stderr.contains("succeeded"), "{}", run.stderr);
 }
 
@@ -58,7 +64,8 @@ fn sql_e_runs_a_client_session_with_the_same_answers() {
     let list = s.cluster.get_json("/api/v1/jobs?source=shell&limit=100");
     let jobs = list["jobs"].as_array().unwrap();
     assert!(
-        jobs.iter().any(|j| j["state"] == "succeeded" && j["query_count"].as_u64().unwrap_or(0) >= 1),
+        jobs.iter()
+            .any(|j| j["state"] == "succeeded" && j["query_count"].as_u64().unwrap_or(0) >= 1),
         "{list}"
     );
 }
@@ -67,7 +74,10 @@ fn sql_e_runs_a_client_session_with_the_same_answers() {
 fn json_output_is_one_object_per_row() {
     let s = shared();
     let run = s.cluster.sql(
-        &format!("{}SELECT country, count(*) AS n FROM customers GROUP BY country ORDER BY country;", data::ddl("lake")),
+        &format!(
+            "{}SELECT country, count(*) AS n FROM customers GROUP BY country ORDER BY country;",
+            data::ddl("lake")
+        ),
         &["--format", "json"],
     );
     run.ok();
@@ -78,8 +88,13 @@ fn json_output_is_one_object_per_row() {
 
 #[test]
 fn both_executors_run_tasks_of_one_query() {
-    let s = shared();
-    let id = s.cluster.submit_rest(
+    // A cluster of its own: on the shared one, other tests' long queries may
+    // hold one executor's slots.
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    data::upload_sample(&s3, "lake");
+    let cluster = Cluster::start(&s3, ClusterOptions::default());
+    let id = cluster.submit_rest(
         &format!(
             "{}SELECT o.day, c.country, sum(o.amount) AS amount FROM orders_parquet o \
              JOIN customers c ON c.customer_id = o.customer_id GROUP BY o.day, c.country ORDER BY 1, 2;",
@@ -87,7 +102,7 @@ fn both_executors_run_tasks_of_one_query() {
         ),
         "spread",
     );
-    let job = s.cluster.wait_job(&id, Duration::from_secs(120));
+    let job = cluster.wait_job(&id, Duration::from_secs(120));
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary.error);
     let query = job.queries.last().expect("the SELECT ran as a query");
     let executors: BTreeSet<&str> = query
@@ -96,7 +111,7 @@ fn both_executors_run_tasks_of_one_query() {
         .flat_map(|s| s.tasks.iter())
         .filter_map(|t| t.executor_id.as_deref())
         .collect();
-    let registered: BTreeSet<String> = s.cluster.executors.iter().map(|(id, _)| id.clone()).collect();
+    let registered: BTreeSet<String> = cluster.executors.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(
         executors.iter().map(|e| e.to_string()).collect::<BTreeSet<_>>(),
         registered,
@@ -105,7 +120,7 @@ fn both_executors_run_tasks_of_one_query() {
     );
     assert!(query.stages.len() >= 2, "a join and aggregate has several stages");
     // The result preview comes back through the scheduler.
-    let preview = s.cluster.get_json(&format!("/api/v1/jobs/{id}/result?limit=3"));
+    let preview = cluster.get_json(&format!("/api/v1/jobs/{id}/result?limit=3"));
     assert_eq!(preview["total_rows"], 20);
     assert_eq!(preview["rows"].as_array().unwrap().len(), 3);
     assert_eq!(preview["columns"], serde_json::json!(["day", "country", "amount"]));
@@ -142,15 +157,13 @@ fn writes_go_to_s3_and_read_back() {
     assert!(s.s3.list("lake", "out/big").iter().any(|k| k.contains("country=DE/")));
 
     // A new session reads everything back.
-    let check = format!(
-        "CREATE EXTERNAL TABLE copied STORED AS PARQUET PARTITIONED BY (day) LOCATION 's3://lake/out/copy/';
+    let check = "CREATE EXTERNAL TABLE copied STORED AS PARQUET PARTITIONED BY (day) LOCATION 's3://lake/out/copy/';
          CREATE EXTERNAL TABLE big STORED AS JSON PARTITIONED BY (country) LOCATION 's3://lake/out/big/';
          CREATE EXTERNAL TABLE small (order_id BIGINT, amount DOUBLE) STORED AS CSV LOCATION 's3://lake/out/small/'
            OPTIONS ('format.has_header' 'true');
          SELECT (SELECT count(*) FROM copied) AS copied, (SELECT count(DISTINCT day) FROM copied) AS days,
-                (SELECT count(*) FROM big) AS big, (SELECT count(*) FROM small) AS small;"
-    );
-    let run = s.cluster.sql(&check, &["--format", "csv"]);
+                (SELECT count(*) FROM big) AS big, (SELECT count(*) FROM small) AS small;";
+    let run = s.cluster.sql(check, &["--format", "csv"]);
     run.ok();
     assert_eq!(
         csv_rows(&run.stdout),
@@ -168,21 +181,33 @@ fn params_fill_placeholders_and_name_missing_ones() {
         "{}SELECT count(*) AS n FROM orders_csv WHERE day = '${{day}}' AND qty >= ${{min_qty}};",
         data::ddl("lake")
     );
-    let run = s.cluster.submit(&script, &["--param", "day=2024-01-02", "--param", "min_qty=3", "--format", "csv"]);
+    let run = s.cluster.submit(
+        &script,
+        &["--param", "day=2024-01-02", "--param", "min_qty=3", "--format", "csv"],
+    );
     run.ok();
-    let expected = data::orders().iter().filter(|o| o.day == "2024-01-02" && o.qty >= 3).count();
+    let expected = data::orders()
+        .iter()
+        .filter(|o| o.day == "2024-01-02" && o.qty >= 3)
+        .count();
     assert_eq!(csv_rows(&run.stdout)[1], vec![expected.to_string()]);
 
     let run = s.cluster.submit(&script, &["--param", "day=2024-01-02"]);
     run.failed();
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("${min_qty}") && run.stderr.contains("--param min_qty=VALUE"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("${min_qty}") && run.stderr.contains("--param min_qty=VALUE"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn detach_prints_the_job_id_and_jobs_show_follows_it() {
     let s = shared();
-    let run = s.cluster.submit("SELECT 1 AS one;", &["--detach", "--name", "detached"]);
+    let run = s
+        .cluster
+        .submit("SELECT 1 AS one;", &["--detach", "--name", "detached"]);
     run.ok();
     let id = run.stdout.trim();
     assert!(id.starts_with("job-"), "{}", run.stdout);
@@ -192,8 +217,17 @@ fn detach_prints_the_job_id_and_jobs_show_follows_it() {
 
     let show = crate::harness::Run::from(s.cluster.quiver(&["jobs", "show", id]).output().unwrap());
     show.ok();
-    assert!(show.stdout.contains(id) && show.stdout.contains("succeeded"), "{}", show.stdout);
-    let list = crate::harness::Run::from(s.cluster.quiver(&["jobs", "list", "--name", "detached"]).output().unwrap());
+    assert!(
+        show.stdout.contains(id) && show.stdout.contains("succeeded"),
+        "{}",
+        show.stdout
+    );
+    let list = crate::harness::Run::from(
+        s.cluster
+            .quiver(&["jobs", "list", "--name", "detached"])
+            .output()
+            .unwrap(),
+    );
     list.ok();
     assert!(list.stdout.contains(id), "{}", list.stdout);
 }
@@ -201,11 +235,19 @@ fn detach_prints_the_job_id_and_jobs_show_follows_it() {
 #[test]
 fn a_failed_statement_stops_the_script_and_sets_the_exit_code() {
     let s = shared();
-    let run = s.cluster.submit("SELECT 1 AS a;\n\nSELECT nope FROM (SELECT 1 AS a);\nSELECT 3;", &["--format", "csv"]);
+    let run = s.cluster.submit(
+        "SELECT 1 AS a;\n\nSELECT nope FROM (SELECT 1 AS a);\nSELECT 3;",
+        &["--format", "csv"],
+    );
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.starts_with("a\n1\n"), "the first statement's result is printed: {}", run.stdout);
     assert!(
-        run.stderr.contains("statement 2 (line 3: SELECT nope FROM (SELECT 1 AS a))"),
+        run.stdout.starts_with("a\n1\n"),
+        "the first statement's result is printed: {}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("statement 2 (line 3: SELECT nope FROM (SELECT 1 AS a))"),
         "{}",
         run.stderr
     );
@@ -226,7 +268,11 @@ fn dataframe_job_reads_s3_writes_parquet_and_is_a_named_job() {
         for file in std::fs::read_dir(&day).unwrap() {
             let file = file.unwrap().path();
             let text = std::fs::read_to_string(&file).unwrap();
-            let key = format!("sample/orders/{}/{}", day.file_name().unwrap().to_str().unwrap(), file.file_name().unwrap().to_str().unwrap());
+            let key = format!(
+                "sample/orders/{}/{}",
+                day.file_name().unwrap().to_str().unwrap(),
+                file.file_name().unwrap().to_str().unwrap()
+            );
             s.s3.put("lake", &key, text.clone().into_bytes());
             for line in text.lines().skip(1) {
                 let f: Vec<&str> = line.split(',').collect();
@@ -237,7 +283,11 @@ fn dataframe_job_reads_s3_writes_parquet_and_is_a_named_job() {
             }
         }
     }
-    s.s3.put("lake", "sample/customers.json", std::fs::read(sample.join("customers.json")).unwrap());
+    s.s3.put(
+        "lake",
+        "sample/customers.json",
+        std::fs::read(sample.join("customers.json")).unwrap(),
+    );
 
     let mut conf = vec![];
     for (k, v) in &s.cluster.env {
@@ -275,5 +325,8 @@ fn dataframe_job_reads_s3_writes_parquet_and_is_a_named_job() {
     assert_eq!(rows[1][0], summary.rows_written.to_string());
     assert_eq!(rows[1][1], expected_orders.to_string());
     let revenue: f64 = rows[1][2].parse().unwrap();
-    assert!((revenue - expected_revenue).abs() < 0.05, "{revenue} vs {expected_revenue}");
+    assert!(
+        (revenue - expected_revenue).abs() < 0.05,
+        "{revenue} vs {expected_revenue}"
+    );
 }

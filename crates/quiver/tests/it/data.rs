@@ -62,7 +62,12 @@ fn orders_csv(day: &str, part: usize) -> String {
 
 fn customers_json() -> String {
     (1..=50)
-        .map(|id| format!("{{\"customer_id\":{id},\"name\":\"c{id}\",\"country\":\"{}\"}}\n", country_of(id)))
+        .map(|id| {
+            format!(
+                "{{\"customer_id\":{id},\"name\":\"c{id}\",\"country\":\"{}\"}}\n",
+                country_of(id)
+            )
+        })
         .collect()
 }
 
@@ -98,11 +103,19 @@ fn orders_parquet(part: i64) -> Vec<u8> {
 pub fn upload_sample(s3: &S3Server, bucket: &str) {
     for day in DAYS {
         for part in 0..2 {
-            s3.put(bucket, &format!("orders_csv/day={day}/part-{part}.csv"), orders_csv(day, part).into_bytes());
+            s3.put(
+                bucket,
+                &format!("orders_csv/day={day}/part-{part}.csv"),
+                orders_csv(day, part).into_bytes(),
+            );
         }
     }
     for part in 0..4 {
-        s3.put(bucket, &format!("orders_parquet/part-{part}.parquet"), orders_parquet(part));
+        s3.put(
+            bucket,
+            &format!("orders_parquet/part-{part}.parquet"),
+            orders_parquet(part),
+        );
     }
     s3.put(bucket, "customers/customers.json", customers_json().into_bytes());
     // CSV dialects: a pipe-delimited file with quoted fields, and gzip.

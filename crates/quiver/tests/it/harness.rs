@@ -77,14 +77,14 @@ impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        die_with_parent(cmd).stdout(file.try_clone().unwrap()).stderr(file).stdin(Stdio::null());
+        die_with_parent(cmd)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null());
         let program = format!("{:?}", cmd.get_program());
         let child = spawn_long_lived(std::mem::replace(cmd, Command::new("true")))
             .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
-        Proc {
-            child,
-            log,
-        }
+        Proc { child, log }
     }
 
     pub fn log_text(&self) -> String {
@@ -133,7 +133,9 @@ impl S3Server {
         std::fs::create_dir_all(&root).unwrap();
         let port = free_port();
         let bin = which("s3s-fs").unwrap_or_else(|| {
-            panic!("s3s-fs is not installed: run `cargo install s3s-fs@0.14.1 --locked --features binary` (.ci/run does)")
+            panic!(
+                "s3s-fs is not installed: run `cargo install s3s-fs@0.14.1 --locked --features binary` (.ci/run does)"
+            )
         });
         let proc = Proc::spawn(
             "s3s-fs",
@@ -190,7 +192,16 @@ impl S3Server {
 
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         let store = self.store(bucket);
-        block_on(async { store.get(&ObjectPath::from(key)).await.unwrap().bytes().await.unwrap().to_vec() })
+        block_on(async {
+            store
+                .get(&ObjectPath::from(key))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
     }
 
     /// Keys under a prefix.
@@ -208,7 +219,11 @@ impl S3Server {
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
@@ -286,7 +301,14 @@ impl Cluster {
     pub fn spawn_scheduler(&self, options: &ClusterOptions) -> Proc {
         let mut cmd = Command::new(quiver_bin());
         cmd.arg("scheduler")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--external-host", "127.0.0.1"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--external-host",
+                "127.0.0.1",
+            ])
             .args(["--executor-timeout", &options.executor_timeout_secs.to_string()])
             .arg("--history")
             .arg(&self.history)
@@ -327,12 +349,17 @@ impl Cluster {
     pub fn wait_http(&self) {
         let url = format!("{}/healthz", self.url);
         wait_for("the scheduler to answer /healthz", Duration::from_secs(30), || {
-            reqwest::blocking::get(&url).map(|r| r.status().is_success()).unwrap_or(false)
+            reqwest::blocking::get(&url)
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
         });
     }
 
     fn http(&self) -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
     }
 
     fn with_token(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
@@ -343,11 +370,15 @@ impl Cluster {
     }
 
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
-        self.with_token(self.http().get(format!("{}{path}", self.url))).send().unwrap()
+        self.with_token(self.http().get(format!("{}{path}", self.url)))
+            .send()
+            .unwrap()
     }
 
     pub fn post(&self, path: &str, body: &Value) -> reqwest::blocking::Response {
-        self.with_token(self.http().post(format!("{}{path}", self.url)).json(body)).send().unwrap()
+        self.with_token(self.http().post(format!("{}{path}", self.url)).json(body))
+            .send()
+            .unwrap()
     }
 
     pub fn get_json(&self, path: &str) -> Value {
@@ -392,7 +423,11 @@ impl Cluster {
             if job.summary.state.is_terminal() {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {id} still {} after {timeout:?}", job.summary.state);
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {} after {timeout:?}",
+                job.summary.state
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -404,7 +439,11 @@ impl Cluster {
             if job.summary.state == state {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {id} is {} not {state} after {timeout:?}", job.summary.state);
+            assert!(
+                Instant::now() < deadline,
+                "job {id} is {} not {state} after {timeout:?}",
+                job.summary.state
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -474,13 +513,21 @@ impl From<Output> for Run {
 impl Run {
     #[track_caller]
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn failed(&self) -> &Self {
-        assert_ne!(self.code, 0, "command succeeded but should have failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "command succeeded but should have failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -504,6 +551,7 @@ pub fn shared() -> &'static Shared {
 
 /// Parses CSV output (`--format csv`) into rows.
 pub fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    text.lines().map(|l| l.split(',').map(str::to_owned).collect()).collect()
+    text.lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
 }
-

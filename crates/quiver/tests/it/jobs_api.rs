@@ -29,7 +29,10 @@ fn rest_submit_follow_and_read_the_result() {
     });
     let r = s.cluster.post("/api/v1/jobs", &body);
     assert_eq!(r.status().as_u16(), 201);
-    let id = r.json::<serde_json::Value>().unwrap()["id"].as_str().unwrap().to_owned();
+    let id = r.json::<serde_json::Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let job = s.cluster.wait_job(&id, Duration::from_secs(120));
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary.error);
     assert_eq!(job.summary.source, quiver_core::api::JobSource::Rest);
@@ -40,13 +43,25 @@ fn rest_submit_follow_and_read_the_result() {
     assert!(p.tasks_total > 0 && p.tasks_done == p.tasks_total, "{p:?}");
     assert!(p.stages_done == p.stages_total && p.stages_total >= 2, "{p:?}");
     assert!(job.summary.started_at.is_some() && job.summary.finished_at >= job.summary.started_at);
-    let q = job.queries.iter().find(|q| q.statement == Some(4)).expect("the SELECT's query");
+    let q = job
+        .queries
+        .iter()
+        .find(|q| q.statement == Some(4))
+        .expect("the SELECT's query");
     assert!(q.stages.iter().all(|st| !st.plan.is_empty()));
-    assert!(q.stages.iter().any(|st| st.plan.contains("metrics=[")), "plans carry metrics");
+    assert!(
+        q.stages.iter().any(|st| st.plan.contains("metrics=[")),
+        "plans carry metrics"
+    );
 
     let expected: Vec<(String, usize)> = data::DAYS
         .iter()
-        .map(|d| (d.to_string(), data::orders().iter().filter(|o| &o.day == d && o.qty >= 3).count()))
+        .map(|d| {
+            (
+                d.to_string(),
+                data::orders().iter().filter(|o| &o.day == d && o.qty >= 3).count(),
+            )
+        })
         .collect();
     let preview = s.cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
     assert_eq!(preview["statement"], 4);
@@ -55,7 +70,11 @@ fn rest_submit_follow_and_read_the_result() {
         assert_eq!(row["day"], day.as_str());
         assert_eq!(row["n"], *n as u64);
     }
-    let csv = s.cluster.get(&format!("/api/v1/jobs/{id}/result?format=csv")).text().unwrap();
+    let csv = s
+        .cluster
+        .get(&format!("/api/v1/jobs/{id}/result?format=csv"))
+        .text()
+        .unwrap();
     assert_eq!(csv.lines().next(), Some("day,n"));
     assert_eq!(csv.lines().count(), 5);
     let r = s.cluster.get(&format!("/api/v1/jobs/{id}/result?statement=1"));
@@ -65,11 +84,16 @@ fn rest_submit_follow_and_read_the_result() {
 #[test]
 fn a_failing_job_reports_its_error() {
     let s = shared();
-    let id = s.cluster.submit_rest("SELECT 1;\nSELECT nothing FROM nowhere;\nSELECT 3;", "rest-fails");
+    let id = s
+        .cluster
+        .submit_rest("SELECT 1;\nSELECT nothing FROM nowhere;\nSELECT 3;", "rest-fails");
     let job = s.cluster.wait_job(&id, Duration::from_secs(60));
     assert_eq!(job.summary.state, JobState::Failed);
     let error = job.summary.error.unwrap();
-    assert!(error.contains("statement 2 (line 2: SELECT nothing FROM nowhere)") && error.contains("nowhere"), "{error}");
+    assert!(
+        error.contains("statement 2 (line 2: SELECT nothing FROM nowhere)") && error.contains("nowhere"),
+        "{error}"
+    );
     assert_eq!(job.statements[0].state, JobState::Succeeded);
     assert_eq!(job.statements[1].state, JobState::Failed);
     assert_eq!(job.statements[2].state, JobState::Queued, "statement 3 never ran");
@@ -85,7 +109,11 @@ fn cancelling_a_long_job_stops_its_tasks() {
         if job.summary.progress.tasks_running > 0 {
             break;
         }
-        assert!(!job.summary.state.is_terminal(), "the long job ended before it could be cancelled: {:?}", job.summary);
+        assert!(
+            !job.summary.state.is_terminal(),
+            "the long job ended before it could be cancelled: {:?}",
+            job.summary
+        );
         assert!(std::time::Instant::now() < deadline, "no task started");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -102,7 +130,10 @@ fn cancelling_a_long_job_stops_its_tasks() {
     assert_eq!(again.status().as_u16(), 409);
     // And the cluster serves the next job.
     let next = s.cluster.submit_rest("SELECT 42 AS answer;", "after-cancel");
-    assert_eq!(s.cluster.wait_job(&next, Duration::from_secs(60)).summary.state, JobState::Succeeded);
+    assert_eq!(
+        s.cluster.wait_job(&next, Duration::from_secs(60)).summary.state,
+        JobState::Succeeded
+    );
 }
 
 #[test]
@@ -119,7 +150,12 @@ fn jobs_list_filters_and_pages() {
     }
     let page = s.cluster.get_json(&format!("/api/v1/jobs?q={tag}&limit=2"));
     assert_eq!(page["total"], 5);
-    let names: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec![format!("{tag}-4"), format!("{tag}-3")], "newest first");
     let last = s.cluster.get_json(&format!("/api/v1/jobs?q={tag}&limit=2&offset=4"));
     assert_eq!(last["jobs"].as_array().unwrap().len(), 1);
@@ -130,7 +166,7 @@ fn jobs_list_filters_and_pages() {
     let since = failed["jobs"][0]["submitted_at"].as_u64().unwrap();
     let later = s.cluster.get_json(&format!("/api/v1/jobs?q={tag}&since={since}"));
     assert_eq!(later["total"], 3, "jobs 2, 3 and 4 were submitted at or after job 2");
-    let bad = s.cluster.get(&format!("/api/v1/jobs?state=sleeping"));
+    let bad = s.cluster.get("/api/v1/jobs?state=sleeping");
     assert_eq!(bad.status().as_u16(), 400);
 }
 
@@ -139,7 +175,10 @@ fn bad_requests_get_clear_errors() {
     let s = shared();
     let cases = [
         (json!({"sql": "SELECT ${x};"}), "--param x=VALUE"),
-        (json!({"sql": "SELECT 1;", "conf": {"datafusion.bogus": "1"}}), "unknown setting 'datafusion.bogus'"),
+        (
+            json!({"sql": "SELECT 1;", "conf": {"datafusion.bogus": "1"}}),
+            "unknown setting 'datafusion.bogus'",
+        ),
         (json!({"sql": "   "}), "no SQL statement"),
         (json!({"name": "no sql"}), "invalid request body"),
     ];
@@ -147,11 +186,19 @@ fn bad_requests_get_clear_errors() {
         let r = s.cluster.post("/api/v1/jobs", &body);
         assert_eq!(r.status().as_u16(), 400, "{body}");
         let e: serde_json::Value = r.json().unwrap();
-        assert!(e["error"].as_str().unwrap().contains(needle), "{e} should mention {needle}");
+        assert!(
+            e["error"].as_str().unwrap().contains(needle),
+            "{e} should mention {needle}"
+        );
     }
     let r = s.cluster.get("/api/v1/jobs/job-00000000-000000-0000");
     assert_eq!(r.status().as_u16(), 404);
-    assert!(r.json::<serde_json::Value>().unwrap()["error"].as_str().unwrap().contains("no job"));
+    assert!(
+        r.json::<serde_json::Value>().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no job")
+    );
 }
 
 #[test]
@@ -170,8 +217,17 @@ fn metrics_and_openapi_are_served() {
         assert!(text.contains(needle), "{needle} missing from /metrics:\n{text}");
     }
     let spec = s.cluster.get_json("/api/v1/openapi.json");
-    for path in ["/api/v1/jobs", "/api/v1/jobs/{id}", "/api/v1/jobs/{id}/cancel", "/api/v1/jobs/{id}/result", "/api/v1/executors"] {
-        assert!(spec["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/cancel",
+        "/api/v1/jobs/{id}/result",
+        "/api/v1/executors",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
 
@@ -180,8 +236,17 @@ fn history_survives_a_scheduler_restart() {
     let s3 = S3Server::start();
     s3.create_bucket("lake");
     data::upload_sample(&s3, "lake");
-    let mut cluster = Cluster::start(&s3, ClusterOptions { executors: 1, ..Default::default() });
-    let done = cluster.submit_rest(&format!("{}SELECT count(*) AS n FROM orders_parquet;", data::ddl("lake")), "before-restart");
+    let mut cluster = Cluster::start(
+        &s3,
+        ClusterOptions {
+            executors: 1,
+            ..Default::default()
+        },
+    );
+    let done = cluster.submit_rest(
+        &format!("{}SELECT count(*) AS n FROM orders_parquet;", data::ddl("lake")),
+        "before-restart",
+    );
     let before = cluster.wait_job(&done, Duration::from_secs(60));
     assert_eq!(before.summary.state, JobState::Succeeded);
     let running = cluster.submit_rest(&long_query(), "interrupted");
@@ -193,17 +258,31 @@ fn history_survives_a_scheduler_restart() {
 
     let after = cluster.job(&done);
     assert_eq!(after.summary.state, JobState::Succeeded);
-    assert_eq!(after.queries, before.queries, "stages, tasks and metrics come back as they were");
+    assert_eq!(
+        after.queries, before.queries,
+        "stages, tasks and metrics come back as they were"
+    );
     let preview = cluster.get_json(&format!("/api/v1/jobs/{done}/result"));
     assert_eq!(preview["rows"][0]["n"], data::ORDERS);
     let interrupted = cluster.job(&running);
     assert_eq!(interrupted.summary.state, JobState::Failed);
-    assert!(interrupted.summary.error.unwrap().contains("scheduler stopped while this job was running"));
+    assert!(
+        interrupted
+            .summary
+            .error
+            .unwrap()
+            .contains("scheduler stopped while this job was running")
+    );
 
     // The executor finds the new scheduler and work goes on.
-    crate::harness::wait_for("the executor to re-register", Duration::from_secs(60), || cluster.executors_alive().len() == 1);
+    crate::harness::wait_for("the executor to re-register", Duration::from_secs(60), || {
+        cluster.executors_alive().len() == 1
+    });
     let next = cluster.submit_rest("SELECT 7 AS n;", "after-restart");
-    assert_eq!(cluster.wait_job(&next, Duration::from_secs(60)).summary.state, JobState::Succeeded);
+    assert_eq!(
+        cluster.wait_job(&next, Duration::from_secs(60)).summary.state,
+        JobState::Succeeded
+    );
 }
 
 #[test]
@@ -250,18 +329,37 @@ fn a_token_guards_the_api_the_cli_and_submission() {
         let r = anonymous.get(format!("{}{path}", cluster.url)).send().unwrap();
         assert_eq!(r.status().as_u16(), 401, "{path}");
     }
-    let r = anonymous.post(format!("{}/api/v1/jobs", cluster.url)).json(&json!({"sql": "SELECT 1"})).send().unwrap();
+    let r = anonymous
+        .post(format!("{}/api/v1/jobs", cluster.url))
+        .json(&json!({"sql": "SELECT 1"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let r = anonymous.get(format!("{}/ui/jobs", cluster.url)).send().unwrap();
-    assert!(r.url().path().starts_with("/ui/login"), "the UI sends people to its login page");
+    assert!(
+        r.url().path().starts_with("/ui/login"),
+        "the UI sends people to its login page"
+    );
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(anonymous.get(format!("{}{path}", cluster.url)).send().unwrap().status().as_u16(), 200, "{path}");
+        assert_eq!(
+            anonymous
+                .get(format!("{}{path}", cluster.url))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16(),
+            200,
+            "{path}"
+        );
     }
     // With it.
     assert_eq!(cluster.get("/api/v1/jobs").status().as_u16(), 200);
     let run = cluster.submit("SELECT 1 AS one;", &["--format", "csv"]);
     run.ok();
-    let run = cluster.sql(&format!("{}SELECT count(*) AS n FROM customers;", data::ddl("lake")), &["--format", "csv"]);
+    let run = cluster.sql(
+        &format!("{}SELECT count(*) AS n FROM customers;", data::ddl("lake")),
+        &["--format", "csv"],
+    );
     run.ok();
     assert!(run.stdout.contains("\n50\n"), "{}", run.stdout);
 

@@ -25,10 +25,8 @@ fn interactive_shell_edits_describes_times_and_remembers() {
 
     p.send_line("\\d").unwrap();
     p.exp_string("No tables").unwrap();
-    p.send_line(
-        "CREATE EXTERNAL TABLE customers STORED AS JSON LOCATION 's3://lake/customers/';",
-    )
-    .unwrap();
+    p.send_line("CREATE EXTERNAL TABLE customers STORED AS JSON LOCATION 's3://lake/customers/';")
+        .unwrap();
     p.exp_string("table customers created").unwrap();
     p.send_line("\\d").unwrap();
     p.exp_string("s3://lake/customers/").unwrap();
@@ -48,7 +46,10 @@ fn interactive_shell_edits_describes_times_and_remembers() {
     p.exp_eof().unwrap();
 
     let remembered = std::fs::read_to_string(&history).unwrap();
-    assert!(remembered.contains("SELECT count(*) AS n FROM customers;"), "{remembered}");
+    assert!(
+        remembered.contains("SELECT count(*) AS n FROM customers;"),
+        "{remembered}"
+    );
     assert!(remembered.contains("+ 2 AS answer;"), "{remembered}");
 
     // The session was one job, ended when the shell quit.
