@@ -270,6 +270,9 @@ pub struct StageMetrics {
     pub shuffle_write_rows: u64,
     /// Bytes written to shuffle files.
     pub shuffle_write_bytes: u64,
+    /// Bytes written to storage by writes (Parquet reports them).
+    #[serde(default)]
+    pub bytes_written: u64,
     /// Bytes spilled to disk by operators short of memory.
     pub spill_bytes: u64,
     /// Number of spills.

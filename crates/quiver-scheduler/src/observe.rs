@@ -359,6 +359,7 @@ fn stage_info(id: usize, stage: &ExecutionStage, executors: &HashMap<(usize, usi
         progress.rows_read = fill_metrics(plan, metrics, &mut stage_metrics);
     }
     progress.bytes_read = stage_metrics.bytes_read;
+    progress.bytes_written = stage_metrics.bytes_written;
     let rendered = match metrics {
         Some(m) if !m.is_empty() => format_stage_metrics(plan, m),
         _ => datafusion::physical_plan::displayable(plan).indent(false).to_string(),
@@ -431,6 +432,7 @@ fn fill_metrics(plan: &dyn ExecutionPlan, metrics: &[MetricsSet], out: &mut Stag
             }
         }
         out.bytes_read += count("bytes_scanned");
+        out.bytes_written += count("bytes_written");
         out.shuffle_read_bytes += count("decoded_bytes");
         out.spill_bytes += count("spilled_bytes") + count("spill_bytes");
         out.spill_count += count("spill_count");

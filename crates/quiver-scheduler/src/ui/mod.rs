@@ -413,7 +413,8 @@ async fn job_get(State(app): State<AppState>, Path(id): Path<String>) -> Respons
             dt { "Duration" } dd { (duration(s.duration_ms)) }
             dt { "Stages" } dd { (s.progress.stages_done) " of " (s.progress.stages_total) " done" }
             dt { "Rows read" } dd { (count(s.progress.rows_read)) " (" (bytes(s.progress.bytes_read)) ")" }
-            dt { "Rows written" } dd { (count(s.progress.rows_written)) }
+            dt { "Rows written" } dd { (count(s.progress.rows_written))
+                @if s.progress.bytes_written > 0 { " (" (bytes(s.progress.bytes_written)) ")" } }
         }
         (progress_bar(&s.progress))
         @if let Some(e) = &s.error { (error_box(e)) }

@@ -58,3 +58,39 @@ fn interactive_shell_edits_describes_times_and_remembers() {
     assert_eq!(job["state"], "succeeded", "{list}");
     assert!(job["query_count"].as_u64().unwrap() >= 3, "{list}");
 }
+
+#[test]
+fn submit_on_a_terminal_shows_progress_and_ctrl_c_cancels_the_job() {
+    let s = shared();
+    let script = s.cluster.dir.join("long-for-tty.sql");
+    std::fs::write(&script, crate::jobs_api::long_query()).unwrap();
+    let cmd = s.cluster.quiver(&["submit", script.to_str().unwrap(), "--name", "tty-progress"]);
+    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).unwrap();
+    // The live bar: tasks done of known tasks, stages, and the running statement.
+    p.exp_regex(r"\d+/\d+ tasks").unwrap();
+    p.exp_string("statement 4/4").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_string("interrupted; cancelling job").unwrap();
+    p.exp_eof().unwrap();
+    match p.process().wait().unwrap() {
+        rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 130),
+        other => panic!("quiver submit ended with {other:?}"),
+    }
+    let list = s.cluster.get_json("/api/v1/jobs?q=tty-progress");
+    let id = list["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let job = s.cluster.wait_job(&id, std::time::Duration::from_secs(30));
+    assert_eq!(job.summary.state, quiver_core::api::JobState::Cancelled);
+}
+
+#[test]
+fn sql_f_runs_a_file_and_stops_at_the_first_error() {
+    let s = shared();
+    let file = s.cluster.dir.join("shell-file.sql");
+    std::fs::write(&file, "SELECT 1 AS a;\nSELECT b FROM (SELECT 1 AS a);\nSELECT 3 AS c;\n").unwrap();
+    let run = crate::harness::Run::from(
+        s.cluster.quiver(&["sql", "-f", file.to_str().unwrap(), "--format", "csv"]).output().unwrap(),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stdout, "a\n1\n");
+    assert!(run.stderr.contains("statement 2 (line 2: SELECT b FROM (SELECT 1 AS a))"), "{}", run.stderr);
+}
