@@ -1,18 +1,20 @@
-//! Plan codecs: how Quiver's own table types travel from client to scheduler to executors.
+//! Plan codecs: how Quiver's own table types and operators travel between processes.
 //!
 //! Ballista serializes plans with datafusion-proto, which knows DataFusion's
-//! built-in tables. [`QuiverLogicalCodec`] adds Quiver's: today the
-//! [`GlobTable`] (a file listing narrowed by a pattern). It wraps Ballista's
-//! codec and passes everything else through unchanged. Every role must use the
-//! same codecs; [`crate::session::SessionFactory`] hands them out.
+//! built-in tables and operators. [`QuiverLogicalCodec`] adds Quiver's tables
+//! (the [`GlobTable`], a file listing narrowed by a pattern, and the Delta
+//! [`DeltaTable`]); [`QuiverPhysicalCodec`] adds its operators (the Delta
+//! write and commit). Both wrap Ballista's codecs and pass everything else
+//! through unchanged. Every role must use the same codecs;
+//! [`crate::session::SessionFactory`] hands them out.
 //!
 //! Quiver's payloads start with [`MAGIC`] and a kind byte, so they are never
 //! confused with Ballista's.
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
-use ballista_core::serde::BallistaLogicalExtensionCodec;
+use arrow::datatypes::{Schema, SchemaRef};
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::common::{DataFusionError, Result, TableReference};
@@ -20,20 +22,76 @@ use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, LogicalPlanBuilder, ScalarUDF, WindowUDF};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::{AsLogicalPlan, LogicalExtensionCodec};
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use datafusion_proto::protobuf::LogicalPlanNode;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::delta::write::{DeltaCommitExec, DeltaWriteExec, WriteMode};
+use crate::delta::{DeltaTable, TableVersion};
 use crate::tables::GlobTable;
 
 /// First bytes of every payload Quiver's codecs write.
 pub const MAGIC: &[u8; 4] = b"QVR1";
 const KIND_GLOB_TABLE: u8 = 1;
+const KIND_DELTA_TABLE: u8 = 2;
+const KIND_DELTA_WRITE: u8 = 3;
+const KIND_DELTA_COMMIT: u8 = 4;
+
+#[derive(Serialize, Deserialize)]
+struct DeltaHeader {
+    url: String,
+    version: TableVersion,
+    partition_cols: Vec<String>,
+    exists: bool,
+}
+
+/// `MAGIC`, a kind, a length-prefixed JSON header, then `rest`.
+fn frame<H: Serialize>(kind: u8, header: &H, rest: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    let header = serde_json::to_vec(header).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    buf.extend_from_slice(MAGIC);
+    buf.push(kind);
+    buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&header);
+    buf.extend_from_slice(rest);
+    Ok(())
+}
+
+/// Splits a framed body (after `MAGIC` and the kind) into its header and the rest.
+fn unframe<'a, H: serde::de::DeserializeOwned>(body: &'a [u8], what: &str) -> Result<(H, &'a [u8])> {
+    let len_bytes: [u8; 4] = body
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| codec_err(what, "truncated"))?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let header = serde_json::from_slice(body.get(4..4 + len).ok_or_else(|| codec_err(what, "truncated"))?)
+        .map_err(|e| codec_err(what, e))?;
+    Ok((header, &body[4 + len..]))
+}
+
+fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
+    let proto: datafusion_proto::protobuf::Schema = schema.try_into()?;
+    Ok(proto.encode_to_vec())
+}
+
+fn schema_from(bytes: &[u8], what: &str) -> Result<SchemaRef> {
+    let proto = datafusion_proto::protobuf::Schema::decode(bytes).map_err(|e| codec_err(what, e))?;
+    Ok(Arc::new(Schema::try_from(&proto)?))
+}
 
 #[derive(Serialize, Deserialize)]
 struct GlobHeader {
     locations: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WriteHeader {
+    url: String,
+    partition_cols: Vec<String>,
+    mode: Option<WriteMode>,
+    exists: bool,
 }
 
 /// Ballista's logical codec plus Quiver's table types.
@@ -51,30 +109,15 @@ impl QuiverLogicalCodec {
         let listing: Arc<dyn TableProvider> = Arc::clone(table.listing()) as _;
         let scan = LogicalPlanBuilder::scan(table_ref.clone(), provider_as_source(listing), None)?.build()?;
         let plan = LogicalPlanNode::try_from_logical_plan(&scan, self)?.encode_to_vec();
-        let header = serde_json::to_vec(&GlobHeader {
+        let header = GlobHeader {
             locations: table.locations().to_vec(),
-        })
-        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-        buf.extend_from_slice(MAGIC);
-        buf.push(KIND_GLOB_TABLE);
-        buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&header);
-        buf.extend_from_slice(&plan);
-        Ok(())
+        };
+        frame(KIND_GLOB_TABLE, &header, &plan, buf)
     }
 
     fn decode_glob(&self, body: &[u8], ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
-        let len_bytes: [u8; 4] = body
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| codec_err("a pattern table", "truncated"))?;
-        let len = u32::from_le_bytes(len_bytes) as usize;
-        let header: GlobHeader = serde_json::from_slice(
-            body.get(4..4 + len)
-                .ok_or_else(|| codec_err("a pattern table", "truncated"))?,
-        )
-        .map_err(|e| codec_err("a pattern table", e))?;
-        let node = LogicalPlanNode::decode(&body[4 + len..]).map_err(|e| codec_err("a pattern table", e))?;
+        let (header, rest): (GlobHeader, _) = unframe(body, "a pattern table")?;
+        let node = LogicalPlanNode::decode(rest).map_err(|e| codec_err("a pattern table", e))?;
         let plan = node.try_into_logical_plan(ctx, self)?;
         let LogicalPlan::TableScan(scan) = plan else {
             return Err(codec_err("a pattern table", "expected a table scan"));
@@ -106,6 +149,18 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
         if let Some(rest) = buf.strip_prefix(MAGIC.as_slice()) {
             return match rest.split_first() {
                 Some((&KIND_GLOB_TABLE, body)) => self.decode_glob(body, ctx),
+                Some((&KIND_DELTA_TABLE, body)) => {
+                    let (h, rest): (DeltaHeader, _) = unframe(body, "a Delta table")?;
+                    let url = url::Url::parse(&h.url).map_err(|e| codec_err("a Delta table", e))?;
+                    let schema = schema_from(rest, "a Delta table")?;
+                    Ok(Arc::new(DeltaTable::from_parts(
+                        url,
+                        h.version,
+                        schema,
+                        h.partition_cols,
+                        h.exists,
+                    )))
+                }
                 _ => Err(codec_err(
                     "a table",
                     "unknown table kind (client and cluster versions differ?)",
@@ -124,6 +179,15 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
         if let Some(glob) = node.downcast_ref::<GlobTable>() {
             return self.encode_glob(table_ref, glob, buf);
         }
+        if let Some(delta) = node.downcast_ref::<DeltaTable>() {
+            let header = DeltaHeader {
+                url: delta.url().to_string(),
+                version: delta.version().clone(),
+                partition_cols: delta.partition_cols().to_vec(),
+                exists: delta.exists(),
+            };
+            return frame(KIND_DELTA_TABLE, &header, &schema_bytes(&delta.schema())?, buf);
+        }
         self.inner.try_encode_table_provider(table_ref, node, buf)
     }
 
@@ -141,6 +205,122 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.inner.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.inner.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.inner.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udwf(node, buf)
+    }
+}
+
+/// Ballista's physical codec plus Quiver's operators.
+#[derive(Debug, Default)]
+pub struct QuiverPhysicalCodec {
+    inner: BallistaPhysicalExtensionCodec,
+}
+
+impl PhysicalExtensionCodec for QuiverPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(rest) = buf.strip_prefix(MAGIC.as_slice()) else {
+            return self.inner.try_decode(buf, inputs, ctx, proto_converter);
+        };
+        let (kind, body) = rest.split_first().ok_or_else(|| codec_err("an operator", "empty"))?;
+        let (h, rest): (WriteHeader, _) = unframe(body, "a Delta write")?;
+        let url = url::Url::parse(&h.url).map_err(|e| codec_err("a Delta write", e))?;
+        let schema = schema_from(rest, "a Delta write")?;
+        let [input] = inputs else {
+            return Err(codec_err("a Delta write", "expected one input"));
+        };
+        match *kind {
+            KIND_DELTA_WRITE => Ok(Arc::new(DeltaWriteExec::new(
+                Arc::clone(input),
+                url,
+                schema,
+                h.partition_cols,
+            ))),
+            KIND_DELTA_COMMIT => Ok(Arc::new(DeltaCommitExec::new(
+                Arc::clone(input),
+                url,
+                schema,
+                h.partition_cols,
+                h.mode.unwrap_or(WriteMode::Append),
+                h.exists,
+            ))),
+            _ => Err(codec_err(
+                "an operator",
+                "unknown operator kind (client and cluster versions differ?)",
+            )),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if let Some(w) = node.downcast_ref::<DeltaWriteExec>() {
+            let header = WriteHeader {
+                url: w.url().to_string(),
+                partition_cols: w.partition_cols().to_vec(),
+                mode: None,
+                exists: true,
+            };
+            return frame(KIND_DELTA_WRITE, &header, &schema_bytes(w.table_schema())?, buf);
+        }
+        if let Some(c) = node.downcast_ref::<DeltaCommitExec>() {
+            let header = WriteHeader {
+                url: c.url().to_string(),
+                partition_cols: c.partition_cols().to_vec(),
+                mode: Some(c.mode()),
+                exists: c.exists(),
+            };
+            return frame(KIND_DELTA_COMMIT, &header, &schema_bytes(c.table_schema())?, buf);
+        }
+        self.inner.try_encode(node, buf, proto_converter)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.inner.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_expr(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn datafusion::physical_expr::PhysicalExpr>],
+        ctx: &datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx<'_>,
+    ) -> Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        self.inner.try_decode_expr(buf, inputs, ctx)
+    }
+
+    fn try_encode_expr(
+        &self,
+        node: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        buf: &mut Vec<u8>,
+        ctx: &datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx<'_>,
+    ) -> Result<()> {
+        self.inner.try_encode_expr(node, buf, ctx)
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {

@@ -33,6 +33,8 @@ pub enum TableFormat {
     Csv,
     /// Newline-delimited JSON.
     Json,
+    /// A Delta Lake table (Parquet files and a transaction log).
+    Delta,
 }
 
 impl TableFormat {
@@ -41,6 +43,7 @@ impl TableFormat {
             "parquet" => Some(Self::Parquet),
             "csv" => Some(Self::Csv),
             "json" | "ndjson" => Some(Self::Json),
+            "delta" | "deltatable" => Some(Self::Delta),
             _ => None,
         }
     }
@@ -51,6 +54,7 @@ impl TableFormat {
             Self::Parquet => "PARQUET",
             Self::Csv => "CSV",
             Self::Json => "JSON",
+            Self::Delta => "DELTA",
         }
     }
 }
@@ -165,7 +169,7 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
 }
 
 /// Byte offset of a 1-based (line, column) position, columns counted in chars.
-fn offset_of(text: &str, line: u64, column: u64) -> usize {
+pub(crate) fn offset_of(text: &str, line: u64, column: u64) -> usize {
     let mut offset = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i as u64 + 1 == line {

@@ -9,6 +9,7 @@
 //! * [`config`]: settings (`key = value`) from config files, `--conf`, `SET` and REST jobs;
 //! * [`storage`]: the one place S3 is configured and object stores are built;
 //! * [`session`]: building DataFusion sessions, with Quiver's options and codecs;
+//! * [`delta`]: Delta Lake tables read and written by the cluster;
 //! * [`tables`] and [`codec`]: Quiver's table types and how plans carry them across processes;
 //! * [`script`], [`ctas`] and [`runner`]: turning SQL scripts into statements and running them;
 //! * [`output`]: printing results as tables, CSV or JSON;
@@ -36,6 +37,7 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod ctas;
+pub mod delta;
 pub mod logging;
 pub mod output;
 pub mod runner;

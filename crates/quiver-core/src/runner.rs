@@ -24,6 +24,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use crate::ctas::{CreateTableAs, TableFormat, parse_ctas};
+use crate::delta::sql::Outcome as DeltaOutcome;
 use crate::script::Statement;
 use crate::secret;
 use crate::storage::{S3Options, StorageContext, explain_storage_error};
@@ -119,7 +120,7 @@ impl StatementRunner {
         let started = Instant::now();
         let result = match parse_ctas(&statement.sql) {
             Ok(Some(ctas)) => self.create_table_as(ctas).await.map(|p| (p, false)),
-            Ok(None) => self.run_sql(&statement.sql).await,
+            Ok(None) => self.run_other(&statement.sql).await,
             Err(message) => Err(RunError::User(message)),
         };
         match result {
@@ -133,6 +134,25 @@ impl StatementRunner {
                 elapsed: started.elapsed(),
             }),
             Err(err) => Err(self.failure(statement, err).await),
+        }
+    }
+
+    /// Delta statements (UPDATE, MERGE, VACUUM, time travel, ...), then plain SQL.
+    async fn run_other(&self, sql: &str) -> Result<(Produced, bool), RunError> {
+        match crate::delta::sql::run(&self.ctx, sql).await? {
+            Some(DeltaOutcome::Rows(schema, batches)) => {
+                let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                let summary = format!("{rows} row{}", if rows == 1 { "" } else { "s" });
+                Ok(((OutputKind::Rows, summary, schema, batches), false))
+            }
+            Some(DeltaOutcome::Changed { rows, summary, target }) => Ok((
+                (OutputKind::Written { rows, target }, summary, empty_schema(), vec![]),
+                false,
+            )),
+            None => {
+                let sql = crate::delta::sql::rewrite_time_travel(&self.ctx, sql).await?;
+                self.run_sql(&sql).await
+            }
         }
     }
 
@@ -182,15 +202,16 @@ impl StatementRunner {
         }
     }
 
-    async fn create_table_as(&self, ctas: CreateTableAs) -> Result<Produced, RunError> {
+    /// Checks that a CTAS may create `ctas.name`: `Ok(Some(..))` when there is nothing to do.
+    fn check_new_name(&self, ctas: &CreateTableAs) -> Result<Option<Produced>, RunError> {
         let exists = self.ctx.table_exist(ctas.name.as_str())?;
         if exists && ctas.if_not_exists {
-            return Ok((
+            return Ok(Some((
                 OutputKind::Done,
                 format!("table {} already exists", ctas.name),
                 empty_schema(),
                 vec![],
-            ));
+            )));
         }
         if exists && !ctas.or_replace {
             return Err(RunError::User(format!(
@@ -198,10 +219,15 @@ impl StatementRunner {
                 ctas.name
             )));
         }
-        let location = if ctas.location.ends_with('/') {
-            ctas.location.clone()
+        Ok(None)
+    }
+
+    /// The location of a new table, which must hold nothing yet.
+    async fn empty_location(&self, location: &str) -> Result<(String, ListingTableUrl), RunError> {
+        let location = if location.ends_with('/') {
+            location.to_owned()
         } else {
-            format!("{}/", ctas.location)
+            format!("{location}/")
         };
         let table_url = ListingTableUrl::parse(&location)?;
         let store = self.ctx.runtime_env().object_store(&table_url)?;
@@ -217,6 +243,67 @@ impl StatementRunner {
                 object.location
             )));
         }
+        Ok((location, table_url))
+    }
+
+    /// `CREATE TABLE t USING delta ... AS SELECT`: one distributed write, one commit.
+    async fn create_delta_table_as(&self, ctas: CreateTableAs) -> Result<Produced, RunError> {
+        if let Some(done) = self.check_new_name(&ctas)? {
+            return Ok(done);
+        }
+        let (location, _) = self.empty_location(&ctas.location).await?;
+        let df = self.ctx.sql(&ctas.query).await?;
+        let query_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let pending = crate::delta::DeltaTable::pending(&location, query_schema, ctas.partition_by.clone())?;
+        // Columns in the table's order (partition columns last).
+        let columns: Vec<datafusion::prelude::Expr> = datafusion::catalog::TableProvider::schema(&pending)
+            .fields()
+            .iter()
+            .map(|f| datafusion::prelude::col(datafusion::common::Column::from_name(f.name())))
+            .collect();
+        let df = df.select(columns)?;
+        let replaced = if self.ctx.table_exist(ctas.name.as_str())? {
+            self.ctx.deregister_table(ctas.name.as_str())?
+        } else {
+            None
+        };
+        self.ctx.register_table(ctas.name.as_str(), Arc::new(pending))?;
+        let written = df.write_table(&ctas.name, DataFrameWriteOptions::new()).await;
+        self.ctx.deregister_table(ctas.name.as_str())?;
+        let batches = match written {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(previous) = replaced {
+                    self.ctx.register_table(ctas.name.as_str(), previous)?;
+                }
+                return Err(e.into());
+            }
+        };
+        let rows = count_of(&batches);
+        let created =
+            crate::delta::DeltaTable::open(&location, crate::delta::TableVersion::Latest, &self.ctx.copied_config())
+                .await?;
+        self.ctx.register_table(ctas.name.as_str(), Arc::new(created))?;
+        Ok((
+            OutputKind::Written {
+                rows,
+                target: location.clone(),
+            },
+            format!("Delta table {} created: {rows} rows written to {location}", ctas.name),
+            empty_schema(),
+            vec![],
+        ))
+    }
+
+    async fn create_table_as(&self, ctas: CreateTableAs) -> Result<Produced, RunError> {
+        if ctas.format == TableFormat::Delta {
+            return self.create_delta_table_as(ctas).await;
+        }
+        if let Some(done) = self.check_new_name(&ctas)? {
+            return Ok(done);
+        }
+        let exists = self.ctx.table_exist(ctas.name.as_str())?;
+        let (location, table_url) = self.empty_location(&ctas.location).await?;
 
         let df = self.ctx.sql(&ctas.query).await?;
         let query_schema = df.schema().as_arrow().clone();
@@ -246,6 +333,7 @@ impl StatementRunner {
                 let csv = table_options.csv.clone().with_has_header(true);
                 (Arc::new(CsvFormat::default().with_options(csv)), ".csv")
             }
+            TableFormat::Delta => return self.create_delta_table_as(ctas).await,
             TableFormat::Json => {
                 table_options.set_config_format(datafusion::common::config::ConfigFileType::JSON);
                 table_options.alter_with_string_hash_map(&prefixed(&ctas.options))?;
@@ -268,7 +356,7 @@ impl StatementRunner {
                 )
                 .await?
             }
-            TableFormat::Json => {
+            TableFormat::Json | TableFormat::Delta => {
                 df.write_json(&location, write_options, Some(table_options.json.clone()))
                     .await?
             }
@@ -559,7 +647,10 @@ pub fn clean_message(message: &str) -> String {
     )
     .expect("valid regex");
     if let Some(c) = task.captures(&m) {
-        let (inner, kinds) = unwrap_debug(&c[3]);
+        let (mut inner, kinds) = unwrap_debug(&c[3]);
+        if inner == "DivideByZero" {
+            inner = "division by zero".into();
+        }
         let kind = if kinds.iter().any(|k| k == "CsvError") {
             "malformed CSV: "
         } else if kinds.iter().any(|k| k == "JsonError") {

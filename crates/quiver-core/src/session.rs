@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
-use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
@@ -66,12 +65,24 @@ impl JobInfo {
 }
 
 /// The `quiver.*` session options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct QuiverOptions {
     /// `quiver.job_id`: the job service's id for the job this session belongs to.
     pub job_id: Option<String>,
     /// `quiver.job_source`: where the job came from.
     pub job_source: Option<String>,
+    /// `quiver.delta_retention_check`: refuse `VACUUM` below the 7-day safety period.
+    pub delta_retention_check: bool,
+}
+
+impl Default for QuiverOptions {
+    fn default() -> Self {
+        Self {
+            job_id: None,
+            job_source: None,
+            delta_retention_check: true,
+        }
+    }
 }
 
 const QUIVER_KEYS: &[(&str, &str)] = &[
@@ -104,6 +115,17 @@ impl ExtensionOptions for QuiverOptions {
         match key {
             "job_id" => self.job_id = value,
             "job_source" => self.job_source = value,
+            "delta_retention_check" => {
+                self.delta_retention_check = match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                    Some("true") | None => true,
+                    Some("false") => false,
+                    Some(other) => {
+                        return Err(DataFusionError::Configuration(format!(
+                            "quiver.delta_retention_check takes true or false, not '{other}'"
+                        )));
+                    }
+                }
+            }
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting 'quiver.{key}': known quiver settings are {}",
@@ -119,15 +141,19 @@ impl ExtensionOptions for QuiverOptions {
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {
-        [self.job_id.clone(), self.job_source.clone()]
-            .into_iter()
-            .zip(QUIVER_KEYS)
-            .map(|(value, (key, description))| ConfigEntry {
-                key: format!("{}.{key}", Self::PREFIX),
-                value,
-                description,
-            })
-            .collect()
+        [
+            self.job_id.clone(),
+            self.job_source.clone(),
+            Some(self.delta_retention_check.to_string()),
+        ]
+        .into_iter()
+        .zip(QUIVER_KEYS)
+        .map(|(value, (key, description))| ConfigEntry {
+            key: format!("{}.{key}", Self::PREFIX),
+            value,
+            description,
+        })
+        .collect()
     }
 }
 
@@ -155,6 +181,7 @@ impl SessionFactory {
     /// `s3.*` keys become this process's storage defaults; every other key is a
     /// session default, checked here so a typo fails at startup.
     pub fn new(config_file: &Settings) -> std::result::Result<Self, ConfigError> {
+        crate::delta::register();
         let storage = Arc::new(StorageContext::new(config_file)?);
         Self::with_storage(storage, config_file.without_section("s3"))
     }
@@ -165,7 +192,7 @@ impl SessionFactory {
             storage,
             defaults: Settings::new(),
             logical_codec: Arc::new(crate::codec::QuiverLogicalCodec::default()),
-            physical_codec: Arc::new(BallistaPhysicalExtensionCodec::default()),
+            physical_codec: Arc::new(crate::codec::QuiverPhysicalCodec::default()),
         };
         let mut probe = factory.base_config();
         apply_settings(&mut probe, &defaults)?;
@@ -194,7 +221,9 @@ impl SessionFactory {
             .with_option_extension(QuiverOptions::default())
             .with_information_schema(true)
             .with_ballista_logical_extension_codec(Arc::clone(&self.logical_codec))
-            .with_ballista_physical_extension_codec(Arc::clone(&self.physical_codec));
+            .with_ballista_physical_extension_codec(Arc::clone(&self.physical_codec))
+            // Operators that run on executors (Delta writes) reach storage through it.
+            .with_extension(Arc::clone(&self.storage));
         // Checked in `with_storage`; cannot fail here.
         let _ = apply_settings(&mut config, &self.defaults);
         config

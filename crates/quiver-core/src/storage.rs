@@ -415,6 +415,38 @@ impl StorageContext {
     pub fn effective(&self, session: &S3Settings) -> S3Settings {
         session.clone().or(&self.defaults)
     }
+
+    /// Storage options for the `deltalake` crate, which builds its own object
+    /// stores for the Delta log: the same effective settings, in its keys.
+    pub fn delta_options(&self, session: &S3Settings) -> HashMap<String, String> {
+        let s = self.effective(session);
+        let mut o = HashMap::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.insert(k.to_owned(), v);
+            }
+        };
+        let endpoint = s.endpoint.clone();
+        let is_http = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+        put("AWS_ACCESS_KEY_ID", s.access_key_id.clone());
+        put("AWS_SECRET_ACCESS_KEY", s.secret_access_key.clone());
+        put("AWS_SESSION_TOKEN", s.session_token.clone());
+        put(
+            "AWS_REGION",
+            Some(s.region.clone().unwrap_or_else(|| "us-east-1".into())),
+        );
+        put("AWS_ENDPOINT_URL", endpoint.clone());
+        put("AWS_ALLOW_HTTP", Some(s.allow_http.unwrap_or(is_http).to_string()));
+        let path_style = s.path_style.unwrap_or(endpoint.is_some());
+        put("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", Some((!path_style).to_string()));
+        if s.access_key_id.is_none() {
+            put("AWS_SKIP_SIGNATURE", Some("true".into()));
+        }
+        // Commits are atomic through conditional puts (If-None-Match), which
+        // AWS S3 and MinIO support.
+        put("AWS_CONDITIONAL_PUT", Some("etag".into()));
+        o
+    }
 }
 
 /// Resolves object store URLs for one session: `s3://`, `file://` and plain
@@ -607,6 +639,24 @@ mod tests {
         let other = registry.get_store(&Url::parse("s3://bucket-b/").unwrap()).unwrap();
         assert!(!Arc::ptr_eq(&a, &other));
         assert_eq!(storage.stores.lock().len(), 2);
+    }
+
+    #[test]
+    fn delta_options_carry_the_effective_settings() {
+        let storage = StorageContext::with_defaults(S3Settings {
+            endpoint: Some("http://minio:9000".into()),
+            access_key_id: Some("id".into()),
+            secret_access_key: Some("secret-value".into()),
+            ..Default::default()
+        });
+        let mut session = S3Settings::default();
+        session.set("region", "eu-west-3").unwrap();
+        let o = storage.delta_options(&session);
+        assert_eq!(o["AWS_ENDPOINT_URL"], "http://minio:9000");
+        assert_eq!(o["AWS_REGION"], "eu-west-3");
+        assert_eq!(o["AWS_ALLOW_HTTP"], "true");
+        assert_eq!(o["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"], "false");
+        assert_eq!(o["AWS_SECRET_ACCESS_KEY"], "secret-value");
     }
 
     #[test]

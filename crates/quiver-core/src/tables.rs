@@ -168,20 +168,20 @@ impl TableProviderFactory for QuiverTableFactory {
     }
 }
 
-/// Installs Quiver's table factory for every file format the session knows.
+/// Installs Quiver's table factories: files (every format the session knows) and Delta.
 pub fn install(ctx: &SessionContext) {
     let state = ctx.state_ref();
     let mut state = state.write();
-    let formats: Vec<String> = state
-        .table_factories()
-        .keys()
-        .filter(|k| !k.eq_ignore_ascii_case("DELTATABLE"))
-        .cloned()
-        .collect();
+    let formats: Vec<String> = state.table_factories().keys().cloned().collect();
     for f in formats {
         state
             .table_factories_mut()
             .insert(f, Arc::new(QuiverTableFactory::default()));
+    }
+    for name in ["DELTA", "DELTATABLE"] {
+        state
+            .table_factories_mut()
+            .insert(name.into(), Arc::new(crate::delta::DeltaTableFactory));
     }
 }
 

@@ -58,7 +58,8 @@ pub fn parse() -> Cli {
 pub async fn run(cli: Cli) -> ExitCode {
     let default_log = match cli.command {
         Command::Scheduler(_) | Command::Executor(_) => "info",
-        _ => "warn",
+        // deltalake warns about metrics it could not collect; users cannot act on that.
+        _ => "warn,deltalake_core=error",
     };
     quiver_core::logging::init(default_log);
     let result = match cli.command {

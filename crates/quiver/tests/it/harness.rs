@@ -118,6 +118,79 @@ pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) 
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Any S3-compatible server the tests run against.
+pub trait S3Like {
+    /// The endpoint URL.
+    fn endpoint(&self) -> &str;
+    /// AWS_* variables that point at the server.
+    fn env(&self) -> Vec<(&'static str, String)>;
+}
+
+impl S3Like for S3Server {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        S3Server::env(self)
+    }
+}
+
+/// A `moto_server`: in memory and without authentication, but its conditional
+/// put (`If-None-Match`) is atomic, which Delta commits need; s3s-fs's is not.
+pub struct MotoServer {
+    pub endpoint: String,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let bin = which("moto_server")
+            .unwrap_or_else(|| panic!("moto_server is not installed: pip install 'moto[server]' (scripts/test does)"));
+        let proc = Proc::spawn(
+            "moto",
+            Command::new(bin).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            dir.path(),
+        );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let probe = format!("{endpoint}/");
+        wait_for("moto_server to answer", Duration::from_secs(60), || {
+            reqwest::blocking::get(&probe).is_ok()
+        });
+        MotoServer {
+            endpoint,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        let r = reqwest::blocking::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "cannot create bucket {name}: {}", r.status());
+    }
+}
+
+impl S3Like for MotoServer {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "moto-key".into()),
+            ("AWS_SECRET_ACCESS_KEY", "moto-secret".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+}
+
 /// An `s3s-fs` server with one pair of credentials.
 pub struct S3Server {
     pub endpoint: String,
@@ -269,7 +342,7 @@ impl Default for ClusterOptions {
 }
 
 impl Cluster {
-    pub fn start(s3: &S3Server, options: ClusterOptions) -> Cluster {
+    pub fn start(s3: &dyn S3Like, options: ClusterOptions) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let history = dir.join("history");

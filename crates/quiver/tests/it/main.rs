@@ -5,6 +5,7 @@
 //! * `cluster`: jobs through `quiver submit` and `quiver sql -e`, reads and writes in S3;
 //! * `jobs_api`: the REST job service, history across restarts, retention, tokens, metrics;
 //! * `ui`: every page in headless Chromium, with screenshots kept as artifacts;
+//! * `delta`: Delta tables read and written by the cluster, with the Python `deltalake` package as the other side;
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster.
@@ -13,6 +14,7 @@ mod bad_input;
 mod browser;
 mod cluster;
 mod data;
+mod delta;
 mod harness;
 mod jobs_api;
 mod shell;

@@ -64,7 +64,9 @@ fn submit_on_a_terminal_shows_progress_and_ctrl_c_cancels_the_job() {
     let s = shared();
     let script = s.cluster.dir.join("long-for-tty.sql");
     std::fs::write(&script, crate::jobs_api::long_query()).unwrap();
-    let cmd = s.cluster.quiver(&["submit", script.to_str().unwrap(), "--name", "tty-progress"]);
+    let cmd = s
+        .cluster
+        .quiver(&["submit", script.to_str().unwrap(), "--name", "tty-progress"]);
     let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).unwrap();
     // The live bar: tasks done of known tasks, stages, and the running statement.
     p.exp_regex(r"\d+/\d+ tasks").unwrap();
@@ -86,11 +88,23 @@ fn submit_on_a_terminal_shows_progress_and_ctrl_c_cancels_the_job() {
 fn sql_f_runs_a_file_and_stops_at_the_first_error() {
     let s = shared();
     let file = s.cluster.dir.join("shell-file.sql");
-    std::fs::write(&file, "SELECT 1 AS a;\nSELECT b FROM (SELECT 1 AS a);\nSELECT 3 AS c;\n").unwrap();
+    std::fs::write(
+        &file,
+        "SELECT 1 AS a;\nSELECT b FROM (SELECT 1 AS a);\nSELECT 3 AS c;\n",
+    )
+    .unwrap();
     let run = crate::harness::Run::from(
-        s.cluster.quiver(&["sql", "-f", file.to_str().unwrap(), "--format", "csv"]).output().unwrap(),
+        s.cluster
+            .quiver(&["sql", "-f", file.to_str().unwrap(), "--format", "csv"])
+            .output()
+            .unwrap(),
     );
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.stdout, "a\n1\n");
-    assert!(run.stderr.contains("statement 2 (line 2: SELECT b FROM (SELECT 1 AS a))"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("statement 2 (line 2: SELECT b FROM (SELECT 1 AS a))"),
+        "{}",
+        run.stderr
+    );
 }
