@@ -48,6 +48,9 @@ pub struct SqlArgs {
     /// Task slots of the embedded executor (0: one per core).
     #[arg(long, default_value_t = 0)]
     embedded_slots: usize,
+    /// Print how long each statement took (`Time: 0.123s`) on stderr, as `\timing` does.
+    #[arg(long)]
+    timing: bool,
 }
 
 struct Shell {
@@ -194,7 +197,7 @@ pub async fn run(args: SqlArgs, config: Option<&Path>) -> anyhow::Result<ExitCod
     let mut shell = Shell {
         runner,
         format: args.format,
-        timing: false,
+        timing: args.timing,
         params,
     };
 

@@ -8,6 +8,7 @@
 //! * `delta`: Delta tables read and written by the cluster, with the Python `deltalake` package as the other side;
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
+//! * `tpch`: all 22 TPC-H queries (SF0.01) on a cluster give DuckDB's answers;
 //! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster.
 
 mod bad_input;
@@ -19,4 +20,5 @@ mod harness;
 mod jobs_api;
 mod shell;
 mod slt;
+mod tpch;
 mod ui;

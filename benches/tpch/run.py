@@ -1,0 +1,632 @@
+#!/usr/bin/env python3
+"""TPC-H on Quiver against Spark, DataFusion and DuckDB, side by side on one machine.
+
+    benches/tpch/run.py                          # SF1, every engine, 1 warm-up + 3 runs
+    benches/tpch/run.py --scale 10 --engines quiver-cluster,datafusion
+    benches/tpch/run.py --scale 0.01 --engines quiver-cluster,duckdb --runs 1 --check
+
+Engines:
+  quiver-cluster     quiver scheduler + 2 executors (1 slot each), Parquet on local disk
+  quiver-cluster-s3  the same cluster, the same Parquet in an S3 server (s3s-fs)
+  ballista-vanilla   Ballista 55's own scheduler + 2 executors (1 slot each), default settings
+  quiver-embedded    quiver sql with no scheduler: everything in one process
+  datafusion         single-node DataFusion 55 (datafusion-cli)
+  spark              Apache Spark 4.x, local[2] (pyspark)
+  duckdb             DuckDB (python), 2 threads
+
+Data comes from tpchgen-cli (Parquet). Each query runs once for its answer,
+then `--warmup` times unrecorded and `--runs` times recorded; the median is
+reported. Answers are cross-checked against DuckDB's (row counts, values to
+0.01); mismatches are reported (and, with --check, fail the run).
+
+Writes report.md, results.json and chart.png into --out (default
+benches/results/<date>-sf<scale>/) and prints the report.
+"""
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+TABLES = ["lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region"]
+ALL_ENGINES = ["quiver-cluster", "quiver-cluster-s3", "ballista-vanilla", "quiver-embedded", "datafusion", "spark", "duckdb"]
+REFERENCE = "duckdb"
+S3_KEY, S3_SECRET = "bench-key", "bench-secret-123"
+
+
+def log(msg):
+    print(f"== {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def which(name, extra=()):
+    for d in list(extra) + os.environ.get("PATH", "").split(os.pathsep):
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def peak_rss(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_measured(cmd, env=None, stdout=subprocess.PIPE, timeout=None):
+    """Runs a command; returns (exit code, stdout, stderr, peak RSS in bytes)."""
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=err)
+        out = b""
+        if stdout == subprocess.PIPE:
+            out = p.stdout.read()
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return p.returncode, out.decode(errors="replace"), err.read().decode(errors="replace"), usage.ru_maxrss * 1024
+
+
+class Server:
+    """A long-running process whose log goes to a file."""
+
+    def __init__(self, name, cmd, logdir, env=None):
+        self.name = name
+        self.log = os.path.join(logdir, f"{name}.log")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def peak(self):
+        return peak_rss(self.proc.pid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def wait_until(what, check, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def http_json(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def prelude(location):
+    return "".join(
+        f"CREATE EXTERNAL TABLE {t} STORED AS PARQUET LOCATION '{location}/{t}/';\n" for t in TABLES
+    )
+
+
+def read_csv_answer(text):
+    rows = list(csv.reader(text.splitlines()))
+    return rows[0] if rows else [], rows[1:]
+
+
+class CliEngine:
+    """An engine driven through a SQL command-line client."""
+
+    name = ""
+    timing_re = re.compile(r"^Time: ([0-9.]+)s$", re.M)
+
+    def __init__(self, args, work):
+        self.args, self.work = args, work
+        self.servers = []
+        self.client_peak = 0
+        self.start_seconds = 0.0
+
+    def start(self):
+        pass
+
+    def location(self):
+        return self.args.data
+
+    def client(self, sql_file, answer):
+        raise NotImplementedError
+
+    def env(self):
+        return None
+
+    def query(self, name, sql):
+        pre = prelude(self.location())
+        path = os.path.join(self.work, f"{self.name}-{name}.sql")
+        with open(path, "w") as f:
+            f.write(pre + sql.strip().rstrip(";") + ";\n")
+        code, out, err, peak = run_measured(self.client(path, True), env=self.env())
+        self.client_peak = max(self.client_peak, peak)
+        if code != 0:
+            return None, [], f"exit {code}: {err.strip()[-400:]}"
+        columns, rows = self.parse_answer(out)
+        n = self.args.warmup + self.args.runs
+        if self.args.runs == 0:
+            return (columns, rows), [], None
+        with open(path, "w") as f:
+            f.write(pre + (sql.strip().rstrip(";") + ";\n") * n)
+        code, out, err, peak = run_measured(self.client(path, False), env=self.env())
+        self.client_peak = max(self.client_peak, peak)
+        times = [float(t) for t in self.timing_re.findall(out + "\n" + err)][-n:]
+        if code != 0 or len(times) < n:
+            return (columns, rows), [], f"timing run failed (exit {code}): {err.strip()[-400:]}"
+        return (columns, rows), times[self.args.warmup:], None
+
+    def parse_answer(self, out):
+        return read_csv_answer(out)
+
+    def server_peak(self):
+        return sum(s.peak() for s in self.servers)
+
+    def stop(self):
+        for s in self.servers:
+            s.stop()
+
+
+class QuiverCluster(CliEngine):
+    name = "quiver-cluster"
+
+    def start(self):
+        q = self.args.quiver
+        self.port = free_port()
+        t0 = time.time()
+        env = dict(os.environ, QUIVER_LOG="warn", **self.s3_env())
+        self.servers.append(Server(f"{self.name}-scheduler", [q, "scheduler", "--bind", "127.0.0.1", "--port", str(self.port), "--external-host", "127.0.0.1"], self.work, env))
+        for i in range(2):
+            cmd = [q, "executor", "--scheduler", f"127.0.0.1:{self.port}", "--bind", "127.0.0.1", "--external-host", "127.0.0.1",
+                   "--flight-port", str(free_port()), "--grpc-port", str(free_port()), "--health-port", "0",
+                   "--slots", "1", "--work-dir", os.path.join(self.work, f"{self.name}-exec{i}")]
+            if self.args.executor_memory:
+                cmd += ["--memory-limit", self.args.executor_memory]
+            self.servers.append(Server(f"{self.name}-executor{i}", cmd, self.work, env))
+        url = f"http://127.0.0.1:{self.port}/api/v1/executors"
+        wait_until("Quiver executors", lambda: len([e for e in http_json(url) if e["state"] == "alive"]) == 2)
+        self.start_seconds = time.time() - t0
+
+    def s3_env(self):
+        return {}
+
+    def env(self):
+        return dict(os.environ, QUIVER_LOG="error", **self.s3_env())
+
+    def client(self, path, answer):
+        cmd = [self.args.quiver, "sql", "--scheduler", f"127.0.0.1:{self.port}", "-f", path, "--format", "csv"]
+        return cmd if answer else cmd + ["--timing"]
+
+
+class QuiverClusterS3(QuiverCluster):
+    name = "quiver-cluster-s3"
+
+    def start(self):
+        server = which("s3s-fs", [os.path.expanduser("~/.cargo/bin")])
+        if not server:
+            raise SystemExit("s3s-fs is needed for quiver-cluster-s3: cargo install s3s-fs@0.14.1 --locked --features binary")
+        root = os.path.join(self.work, "s3")
+        shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)
+        # s3s-fs serves <root>/<bucket>/<key> from disk.
+        shutil.copytree(self.args.data, os.path.join(root, "tpch"))
+        self.s3_port = free_port()
+        self.servers.append(Server("s3s-fs", [server, "--host", "127.0.0.1", "--port", str(self.s3_port),
+                                              "--access-key", S3_KEY, "--secret-key", S3_SECRET, root], self.work))
+        wait_until("s3s-fs", lambda: socket.create_connection(("127.0.0.1", self.s3_port), 1) and True)
+        super().start()
+
+    def s3_env(self):
+        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}"}
+
+    def location(self):
+        return "s3://tpch"
+
+    def server_peak(self):
+        return sum(s.peak() for s in self.servers if s.name != "s3s-fs")
+
+
+class QuiverEmbedded(CliEngine):
+    name = "quiver-embedded"
+
+    def env(self):
+        e = dict(os.environ, QUIVER_LOG="error")
+        e.pop("QUIVER_SCHEDULER", None)
+        return e
+
+    def client(self, path, answer):
+        cmd = [self.args.quiver, "sql", "-f", path, "--format", "csv", "--embedded-slots", "2"]
+        return cmd if answer else cmd + ["--timing"]
+
+
+class DataFusionCli(CliEngine):
+    name = "datafusion"
+    timing_re = re.compile(r"Elapsed ([0-9.]+) seconds", re.M)
+
+    def client(self, path, answer):
+        cli = self.args.tool("datafusion-cli")
+        cmd = [cli, "-f", path, "--format", "csv"]
+        return cmd + ["-q"] if answer else cmd
+
+    def parse_answer(self, out):
+        return read_csv_answer(out)
+
+
+class BallistaVanilla(CliEngine):
+    name = "ballista-vanilla"
+    timing_re = re.compile(r"Elapsed ([0-9.]+) seconds", re.M)
+
+    def start(self):
+        sched, execu = self.args.tool("ballista-scheduler"), self.args.tool("ballista-executor")
+        self.port = free_port()
+        t0 = time.time()
+        self.servers.append(Server(f"{self.name}-scheduler", [sched, "--bind-host", "127.0.0.1", "--bind-port", str(self.port)], self.work))
+        for i in range(2):
+            self.servers.append(Server(f"{self.name}-executor{i}", [
+                execu, "--scheduler-host", "127.0.0.1", "--scheduler-port", str(self.port), "--bind-host", "127.0.0.1",
+                "--external-host", "127.0.0.1", "--bind-port", str(free_port()), "--bind-grpc-port", str(free_port()),
+                "--bind-health-port", str(free_port()), "-c", "1", "--work-dir", os.path.join(self.work, f"{self.name}-exec{i}")],
+                self.work))
+        url = f"http://127.0.0.1:{self.port}/api/executors"
+        wait_until("Ballista executors", lambda: len(http_json(url)) >= 2)
+        self.start_seconds = time.time() - t0
+
+    def client(self, path, answer):
+        cmd = [self.args.tool("ballista-cli"), "--host", "127.0.0.1", "--port", str(self.port), "-f", path, "--format", "csv"]
+        return cmd + ["-q"] if answer else cmd
+
+
+class PyEngine:
+    """DuckDB or Spark, run by py_engines.py in a process of their own."""
+
+    def __init__(self, name, args, work):
+        self.name, self.args, self.work = name, args, work
+        self.servers, self.start_seconds, self.client_peak = [], 0.0, 0
+        self.results = None
+
+    def start(self):
+        pass
+
+    def run_all(self, queries):
+        out = os.path.join(self.work, f"{self.name}-answers")
+        spec = {"data": self.args.data, "queries": queries, "warmup": self.args.warmup, "runs": self.args.runs,
+                "out": out, "spark_memory": self.args.spark_memory}
+        path = os.path.join(self.work, f"{self.name}-spec.json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+        code, _, err, peak = run_measured([sys.executable, os.path.join(HERE, "py_engines.py"), self.name, path], env=env, stdout=subprocess.DEVNULL)
+        if code != 0:
+            raise SystemExit(f"{self.name} failed: {err[-2000:]}")
+        with open(os.path.join(out, "timings.json")) as f:
+            self.results = json.load(f)
+        self.client_peak = max(peak, self.results["peak_rss_bytes"])
+        self.start_seconds = self.results["start_seconds"]
+        answers = {}
+        for name in queries:
+            with open(os.path.join(out, f"{name}.csv")) as f:
+                answers[name] = read_csv_answer(f.read())
+        return answers, self.results["timings"]
+
+    def server_peak(self):
+        return 0
+
+    def stop(self):
+        pass
+
+
+def norm(v):
+    try:
+        x = float(v)
+        if math.isnan(x):
+            return ("n", "nan")
+        return ("n", x)
+    except ValueError:
+        return ("s", v.strip())
+
+
+def same_answer(a, b):
+    """Rows equal up to order, numbers to 0.01 (relative 1e-9 for large ones)."""
+    if len(a) != len(b):
+        return False, f"{len(a)} rows vs {len(b)}"
+    key = lambda r: [("0" if k == "n" else "1") + (f"{v:.2f}" if k == "n" else v) for k, v in r]
+    ra = sorted(([norm(v) for v in r] for r in a), key=key)
+    rb = sorted(([norm(v) for v in r] for r in b), key=key)
+    for x, y in zip(ra, rb):
+        if len(x) != len(y):
+            return False, "column counts differ"
+        for (kx, vx), (ky, vy) in zip(x, y):
+            if kx == "n" and ky == "n":
+                if abs(vx - vy) > 0.011 + 1e-9 * max(abs(vx), abs(vy)):
+                    return False, f"{vx} vs {vy}"
+            elif vx != vy and not (vx in ("", "NULL", "None") and vy in ("", "NULL", "None")):
+                return False, f"{vx!r} vs {vy!r}"
+    return True, ""
+
+
+def checksum(rows):
+    total = 0.0
+    for r in rows:
+        for v in r:
+            k, x = norm(v)
+            if k == "n":
+                total += round(x, 2)
+    return f"{len(rows)}r/{total:.2f}"
+
+
+def machine():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = 0
+    with open("/proc/meminfo") as f:
+        mem = int(next(l for l in f if l.startswith("MemTotal")).split()[1]) * 1024
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / 2**30, 1), "os": platform.platform()}
+
+
+def versions(args):
+    v = {}
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip() or subprocess.run(cmd, capture_output=True, text=True, timeout=60).stderr.strip()
+        except Exception:
+            return "unknown"
+    v["quiver"] = out([args.quiver, "--version"])
+    for tool in ["datafusion-cli", "ballista-cli"]:
+        path = args.tool(tool, required=False)
+        if path:
+            v[tool] = out([path, "--version"])
+    try:
+        import duckdb
+        v["duckdb"] = duckdb.__version__
+    except ImportError:
+        pass
+    try:
+        import pyspark
+        v["spark"] = pyspark.__version__
+    except ImportError:
+        pass
+    v["java"] = out(["java", "-version"]).splitlines()[0] if shutil.which("java") else "none"
+    v["python"] = platform.python_version()
+    return v
+
+
+def generate(args):
+    if os.path.exists(os.path.join(args.data, "lineitem")):
+        return
+    log(f"generating TPC-H SF{args.scale} Parquet into {args.data} (tpchgen-cli)")
+    tool = which("tpchgen-cli")
+    if not tool:
+        raise SystemExit("tpchgen-cli is needed: pip install tpchgen-cli (or cargo install tpchgen-cli)")
+    os.makedirs(args.data, exist_ok=True)
+    parts = max(2, int(args.scale * 4))
+    subprocess.run([tool, "parquet", "-s", str(args.scale), f"--parts={parts}", f"--output-dir={args.data}"], check=True)
+
+
+def fmt_s(x):
+    return "–" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
+
+
+def report(args, results, queries):
+    engines = [e for e in args.engines if e in results]
+    lines = [f"# TPC-H SF{args.scale}: Quiver vs Spark, DataFusion and DuckDB", ""]
+    lines.append(f"Command: `{' '.join(['benches/tpch/run.py'] + sys.argv[1:])}`  ")
+    lines.append(f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
+                 f"median of {args.runs} runs after {args.warmup} warm-up; seconds.")
+    m = results["_machine"]
+    lines.append(f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}.  ")
+    lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in results["_versions"].items()) + ".")
+    lines.append("")
+    header = "| query | " + " | ".join(engines) + " |"
+    lines += [header, "|" + "---|" * (len(engines) + 1)]
+    totals = {e: 0.0 for e in engines}
+    complete = {e: True for e in engines}
+    for q in queries:
+        cells = []
+        for e in engines:
+            r = results[e]["queries"].get(q, {})
+            t = r.get("median")
+            if t is None:
+                complete[e] = False
+                cells.append("error" if r.get("error") else "–")
+            else:
+                totals[e] += t
+                mark = "" if r.get("match", True) else " ✗"
+                cells.append(fmt_s(t) + mark)
+        lines.append(f"| {q} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{fmt_s(totals[e])}**" + ("" if complete[e] else "*") for e in engines) + " |")
+    lines.append("")
+    lines.append("✗: answer differs from DuckDB's; *: total over the queries that ran.")
+    lines.append("")
+    lines.append("| engine | total (s) | vs Spark | vs single-node DataFusion | cluster start (s) | peak memory, servers (MiB) | peak memory, client (MiB) |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for e in engines:
+        vs = lambda ref: (f"{totals[ref] / totals[e]:.2f}× faster" if totals[e] <= totals[ref] else f"{totals[e] / totals[ref]:.2f}× slower") if ref in totals and totals[e] > 0 and totals[ref] > 0 and ref != e else "–"
+        r = results[e]
+        lines.append(f"| {e} | {fmt_s(totals[e])} | {vs('spark')} | {vs('datafusion')} | {r['start_seconds']:.1f} | "
+                     f"{r['server_peak'] / 2**20:.0f} | {r['client_peak'] / 2**20:.0f} |")
+    mismatches = [(e, q, results[e]["queries"][q].get("why")) for e in engines for q in queries
+                  if not results[e]["queries"].get(q, {}).get("match", True)]
+    errors = [(e, q, results[e]["queries"][q]["error"]) for e in engines for q in queries if results[e]["queries"].get(q, {}).get("error")]
+    lines.append("")
+    if mismatches:
+        lines.append("## Answers that differ from DuckDB")
+        lines += [f"- {e} {q}: {why}" for e, q, why in mismatches]
+    else:
+        lines.append(f"All answers match DuckDB's (row counts and values to 0.01).")
+    if errors:
+        lines.append("")
+        lines.append("## Errors")
+        lines += [f"- {e} {q}: {why}" for e, q, why in errors]
+    lines.append("")
+    lines.append("Checksums (rows / sum of numbers): " + "; ".join(
+        f"{q} {results[REFERENCE]['queries'][q].get('checksum', '?')}" for q in queries if REFERENCE in results))
+    return "\n".join(lines) + "\n", totals
+
+
+def chart(path, results, engines, queries, totals):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no chart")
+        return
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(14, 9), gridspec_kw={"height_ratios": [3, 1.3]})
+    width = 0.8 / max(1, len(engines))
+    for i, e in enumerate(engines):
+        xs = [j + i * width for j in range(len(queries))]
+        ys = [results[e]["queries"].get(q, {}).get("median") or 0 for q in queries]
+        ax1.bar(xs, ys, width, label=e)
+    ax1.set_xticks([j + 0.4 - width / 2 for j in range(len(queries))])
+    ax1.set_xticklabels(queries)
+    ax1.set_ylabel("seconds (median)")
+    ax1.set_yscale("log")
+    ax1.legend(ncol=4, fontsize=8)
+    ax1.set_title("TPC-H per query (log scale)")
+    ax2.barh(engines, [totals[e] for e in engines], color=[f"C{i}" for i in range(len(engines))])
+    ax2.set_xlabel("total seconds, 22 queries")
+    ax2.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--engines", default=",".join(ALL_ENGINES))
+    p.add_argument("--queries", default="1-22", help="e.g. 1-22 or 1,3,18")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--runs", type=int, default=3, help="timed runs per query (0: answers only, for checks)")
+    p.add_argument("--data", help="Parquet directory (default: benches/data/sf<scale>)")
+    p.add_argument("--out", help="results directory (default: benches/results/<date>-sf<scale>)")
+    p.add_argument("--quiver", default=None, help="the quiver binary (default: release build under $CARGO_TARGET_DIR)")
+    p.add_argument("--tools", default=os.path.expanduser("~/.cache/bench-tools/bin"), help="where datafusion-cli and ballista-* are")
+    p.add_argument("--executor-memory", default=None, help="memory limit per Quiver executor, e.g. 4GiB")
+    p.add_argument("--spark-memory", default="4g")
+    p.add_argument("--check", action="store_true", help="exit 1 when an answer differs from DuckDB's")
+    args = p.parse_args()
+    scale_name = f"{args.scale:g}"
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(args.engines) - set(ALL_ENGINES)
+    if unknown:
+        raise SystemExit(f"unknown engines {unknown}: choose from {ALL_ENGINES}")
+    if REFERENCE not in args.engines:
+        args.engines.append(REFERENCE)
+    args.data = os.path.abspath(args.data or os.path.join(REPO, "benches", "data", f"sf{scale_name}"))
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d")
+    args.out = os.path.abspath(args.out or os.path.join(REPO, "benches", "results", f"{stamp}-sf{scale_name}"))
+    if args.quiver is None:
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+        args.quiver = os.path.join(target, "release", "quiver")
+    if not os.path.exists(args.quiver):
+        raise SystemExit(f"{args.quiver} not found: cargo build --release -p quiver (or pass --quiver)")
+
+    def tool(name, required=True):
+        path = which(name, [args.tools])
+        if not path and required:
+            raise SystemExit(f"{name} not found in {args.tools} or PATH: "
+                             "cargo install --root ~/.cache/bench-tools datafusion-cli@55.2.0 ballista-scheduler@55.0.0 ballista-executor@55.0.0 ballista-cli@55.0.0 --locked")
+        return path
+    args.tool = tool
+
+    ranges = []
+    for part in args.queries.split(","):
+        a, _, b = part.partition("-")
+        ranges += list(range(int(a), int(b or a) + 1))
+    queries = {}
+    for n in ranges:
+        with open(os.path.join(HERE, "queries", f"q{n}.sql")) as f:
+            queries[f"q{n}"] = f.read()
+
+    generate(args)
+    os.makedirs(args.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="quiver-bench-")
+    results = {"_machine": machine(), "_versions": versions(args)}
+    engines = {"quiver-cluster": QuiverCluster, "quiver-cluster-s3": QuiverClusterS3, "ballista-vanilla": BallistaVanilla,
+               "quiver-embedded": QuiverEmbedded, "datafusion": DataFusionCli}
+    order = [REFERENCE] + [e for e in args.engines if e != REFERENCE]
+    reference = {}
+    for name in order:
+        log(f"engine {name}")
+        if name in ("duckdb", "spark"):
+            engine = PyEngine(name, args, work)
+            answers, timings = engine.run_all(queries)
+            per_query = {q: {"answer": answers[q], "times": timings[q], "error": None} for q in queries}
+        else:
+            engine = engines[name](args, work)
+            try:
+                engine.start()
+                per_query = {}
+                for q, sql in queries.items():
+                    answer, times, error = engine.query(q, sql)
+                    per_query[q] = {"answer": answer, "times": times, "error": error}
+                    log(f"  {q}: {fmt_s(statistics.median(times)) if times else error}")
+                server_peak = engine.server_peak()  # read before the servers stop
+            finally:
+                engine.stop()
+        if name in ("duckdb", "spark"):
+            server_peak = 0
+        out = {"queries": {}, "start_seconds": engine.start_seconds, "server_peak": server_peak, "client_peak": engine.client_peak}
+        for q, r in per_query.items():
+            entry = {"times": r["times"], "median": statistics.median(r["times"]) if r["times"] else None, "error": r["error"]}
+            if r["answer"] is not None:
+                rows = r["answer"][1]
+                entry["checksum"] = checksum(rows)
+                if name == REFERENCE:
+                    reference[q] = rows
+                elif q in reference:
+                    ok, why = same_answer(rows, reference[q])
+                    entry["match"], entry["why"] = ok, why
+            elif r["error"]:
+                entry["match"], entry["why"] = False, r["error"]
+            out["queries"][q] = entry
+        results[name] = out
+    text, totals = report(args, results, list(queries))
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    chart(os.path.join(args.out, "chart.png"), results, [e for e in order if e in results], list(queries), totals)
+    shutil.rmtree(work, ignore_errors=True)
+    print(text)
+    bad = [(e, q) for e in args.engines for q in queries if e != REFERENCE and not results[e]["queries"][q].get("match", True)]
+    if args.check and bad:
+        print(f"answers differ from DuckDB's: {bad}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
