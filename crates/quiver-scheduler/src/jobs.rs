@@ -665,6 +665,30 @@ impl JobService {
         }
     }
 
+    /// Jobs that have not finished, newest first, and the `recent` most
+    /// recently submitted finished ones: what the overview page shows,
+    /// without walking the whole history.
+    pub fn unfinished_and_recent(&self, recent: usize) -> (Vec<JobSummary>, Vec<JobSummary>) {
+        let registry = self.registry.lock();
+        let mut unfinished: Vec<JobSummary> = registry
+            .active
+            .keys()
+            .filter_map(|id| registry.summaries.get(id))
+            .filter(|s| !s.state.is_terminal())
+            .cloned()
+            .collect();
+        unfinished.sort_by(|a, b| b.id.cmp(&a.id));
+        let finished = registry
+            .summaries
+            .values()
+            .rev()
+            .filter(|s| s.state.is_terminal())
+            .take(recent)
+            .cloned()
+            .collect();
+        (unfinished, finished)
+    }
+
     /// Counts of running and queued jobs and of all jobs.
     pub fn counts(&self) -> (usize, usize, usize) {
         let registry = self.registry.lock();

@@ -168,18 +168,7 @@ fn jobs_table(jobs: &[JobSummary]) -> Markup {
 
 async fn overview_get(State(app): State<AppState>) -> Html<String> {
     let overview = app.cluster.overview(&app.scheduler, &app.jobs).await;
-    let active = app.jobs.list(&crate::jobs::JobFilter {
-        limit: 1000,
-        ..Default::default()
-    });
-    let running: Vec<JobSummary> = active.jobs.iter().filter(|j| !j.state.is_terminal()).cloned().collect();
-    let recent: Vec<JobSummary> = active
-        .jobs
-        .iter()
-        .filter(|j| j.state.is_terminal())
-        .take(10)
-        .cloned()
-        .collect();
+    let (running, recent) = app.jobs.unfinished_and_recent(10);
     let body = html! {
         h1 { "Cluster" }
         div.cards {
