@@ -14,7 +14,9 @@
 //! use quiver_core::config::Settings;
 //! use quiver_core::session::{JobInfo, SessionFactory};
 //! let factory = SessionFactory::new(&Settings::load(None)?)?;
-//! let ctx = factory.remote_context("http://localhost:50050", &JobInfo::new("report", "dataframe"), &Settings::new(), None)?;
+//! let job = JobInfo::new("report", "dataframe");
+//! // Plan with 4 partitions per stage: the cluster's 4 task slots.
+//! let ctx = factory.remote_context("http://localhost:50050", &job, &Settings::new(), None, Some(4))?;
 //! ctx.sql("SELECT 1").await?.show().await?;
 //! # Ok(()) }
 //! ```
@@ -284,14 +286,26 @@ impl SessionFactory {
     /// A session whose queries run on the cluster at `scheduler_url`
     /// (`http://host:port`), with `settings` (from `--conf`) applied. `token`
     /// is sent with every call when the scheduler requires one.
+    ///
+    /// `parallelism` is the cluster's task slot count when known: stages are
+    /// then planned with that many partitions
+    /// (`datafusion.execution.target_partitions`), as Spark's default
+    /// parallelism follows the cluster's cores, instead of Ballista's fixed
+    /// 16. With a few slots, 16 partitions mean 16 tasks per stage, each a
+    /// scheduling round trip and a set of shuffle files, for little work
+    /// each. A `target_partitions` in `settings` or a later `SET` wins.
     pub fn remote_context(
         &self,
         scheduler_url: &str,
         job: &JobInfo,
         settings: &Settings,
         token: Option<&str>,
+        parallelism: Option<usize>,
     ) -> std::result::Result<SessionContext, SessionError> {
         let mut config = self.base_config().with_ballista_job_name(&job.name);
+        if let Some(partitions) = parallelism.filter(|n| *n > 0) {
+            config = config.with_target_partitions(partitions);
+        }
         if let Some(token) = token {
             config = config.with_ballista_grpc_metadata(std::collections::HashMap::from([(
                 "authorization".to_owned(),

@@ -7,6 +7,10 @@
 //! extension (`.csv.gz`, `.json.bz2`, ...), so the compression can be read
 //! back from the file names; [`restore_compression`] does that before a task
 //! runs.
+//!
+//! [`compact_shuffle_input`] puts a [`CompactViewsExec`] under the stage's
+//! shuffle writer, so string views do not drag whole Parquet pages into
+//! shuffle files.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -15,6 +19,8 @@ use std::time::{Duration, Instant};
 use ballista_core::JobId;
 use ballista_core::client::BallistaClient;
 use ballista_core::client_pool::{BallistaClientPool, PooledClient};
+use ballista_core::execution_plans::ShuffleWriterExec;
+use ballista_core::execution_plans::sort_shuffle::SortShuffleWriterExec;
 use ballista_core::extension::BallistaConfigGrpcEndpoint;
 use ballista_core::utils::GrpcClientConfig;
 use ballista_executor::execution_engine::{DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor};
@@ -23,8 +29,10 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::prelude::SessionConfig;
+
+use crate::compact::CompactViewsExec;
 
 /// Ballista's engine with Quiver's plan repairs.
 pub struct QuiverExecutionEngine {
@@ -129,7 +137,7 @@ impl ExecutionEngine for QuiverExecutionEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
-        let plan = restore_compression(plan)?;
+        let plan = compact_shuffle_input(restore_compression(plan)?)?;
         self.inner.create_query_stage_exec(
             job_id,
             stage_id,
@@ -140,6 +148,28 @@ impl ExecutionEngine for QuiverExecutionEngine {
             config,
         )
     }
+}
+
+/// `stage` (a shuffle writer over its input) with a [`CompactViewsExec`]
+/// between the writer and its input, when that input has view columns.
+///
+/// Only the hash and sort shuffle writers are wrapped: the range writer
+/// looks at its input's operators to plan its output.
+pub fn compact_shuffle_input(stage: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    if stage.downcast_ref::<ShuffleWriterExec>().is_none() && stage.downcast_ref::<SortShuffleWriterExec>().is_none() {
+        return Ok(stage);
+    }
+    let [input] = stage.children()[..] else {
+        return Ok(stage);
+    };
+    if !CompactViewsExec::useful_for(input.as_ref()) {
+        return Ok(stage);
+    }
+    let compacted: Arc<dyn ExecutionPlan> = Arc::new(CompactViewsExec::new(Arc::clone(input)));
+    Arc::clone(&stage).replace_children(
+        vec![compacted],
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
 }
 
 /// The compression a file name says it has.

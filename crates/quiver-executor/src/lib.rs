@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod compact;
 pub mod engine;
 
 use std::net::SocketAddr;

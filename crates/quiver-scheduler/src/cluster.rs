@@ -6,8 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use ballista_core::serde::protobuf::ExecutorMetric;
 use ballista_core::serde::protobuf::executor_metric::Metric;
+use ballista_core::serde::scheduler::ExecutorMetadata;
 use ballista_scheduler::cluster::ClusterStateEvent;
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -27,6 +30,35 @@ pub struct ClusterView {
     /// Last known record of every executor that registered, by id.
     seen: Mutex<BTreeMap<String, ExecutorInfo>>,
     lost: Mutex<BTreeMap<String, Lost>>,
+}
+
+/// Task slots of the executors that sent a heartbeat within the scheduler's
+/// executor timeout: how many tasks the cluster runs at once.
+pub async fn alive_slots(scheduler: &Ballista) -> usize {
+    let timeout = scheduler.state.config.executor_timeout_seconds;
+    executor_states(scheduler)
+        .await
+        .iter()
+        .filter(|(_, heartbeat, _)| is_alive(*heartbeat, timeout))
+        .map(|(meta, _, _)| meta.specification.vcores as usize)
+        .sum()
+}
+
+/// Every executor Ballista knows, with its last heartbeat and metrics.
+async fn executor_states(scheduler: &Ballista) -> Vec<ExecutorState> {
+    scheduler
+        .state
+        .executor_manager
+        .get_executors_state()
+        .await
+        .unwrap_or_default()
+}
+
+type ExecutorState = (ExecutorMetadata, Option<Duration>, Vec<ExecutorMetric>);
+
+/// Whether a heartbeat (time since the epoch) is within `timeout_secs` of now.
+fn is_alive(heartbeat: Option<Duration>, timeout_secs: u64) -> bool {
+    heartbeat.is_some_and(|t| (now_ms() / 1000).saturating_sub(t.as_secs()) <= timeout_secs)
 }
 
 impl ClusterView {
@@ -81,17 +113,10 @@ impl ClusterView {
     /// Every executor, alive ones first.
     pub async fn executors(&self, scheduler: &Ballista, jobs: &JobService) -> Vec<ExecutorInfo> {
         let counts = jobs.executor_task_counts();
-        let state = scheduler
-            .state
-            .executor_manager
-            .get_executors_state()
-            .await
-            .unwrap_or_default();
-        let now_secs = now_ms() / 1000;
         let mut out = Vec::new();
-        for (meta, heartbeat, metrics) in state {
+        for (meta, heartbeat, metrics) in executor_states(scheduler).await {
             let last = heartbeat.map(|d| d.as_secs());
-            let alive = last.is_some_and(|t| now_secs.saturating_sub(t) <= self.executor_timeout_secs);
+            let alive = is_alive(heartbeat, self.executor_timeout_secs);
             let (running, finished, failed) = counts.get(&meta.id).copied().unwrap_or_default();
             let mut memory_used = None;
             let mut memory_peak = None;

@@ -339,7 +339,11 @@ impl JobService {
             job_id: Some(id.clone()),
         };
         let token = self.token.get().cloned().flatten();
-        let ctx = match self.factory.remote_context(&url, &info, &conf, token.as_deref()) {
+        let slots = match self.scheduler.get() {
+            Some(scheduler) => Some(crate::cluster::alive_slots(scheduler).await),
+            None => None,
+        };
+        let ctx = match self.factory.remote_context(&url, &info, &conf, token.as_deref(), slots) {
             Ok(ctx) => ctx,
             Err(e) => {
                 self.finish(&id, JobState::Failed, Some(e.to_string())).await;

@@ -150,7 +150,16 @@ impl QuiverBuilder {
             source: self.source.as_str().into(),
             job_id: Some(job.id.clone()),
         };
-        let ctx = factory.remote_context(api.base_url(), &info, &self.settings, token.as_deref())?;
+        // Partitions per stage follow the cluster's task slots; a cluster
+        // with no executors yet keeps Ballista's default.
+        let slots = match api.cluster().await {
+            Ok(overview) => usize::try_from(overview.slots_total).ok(),
+            Err(e) => {
+                tracing::debug!("cannot read the cluster's task slots: {e}");
+                None
+            }
+        };
+        let ctx = factory.remote_context(api.base_url(), &info, &self.settings, token.as_deref(), slots)?;
         let heartbeat = {
             let api = api.clone();
             let id = job.id.clone();
