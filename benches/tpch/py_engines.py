@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Runs the TPC-H queries on an in-process Python engine: DuckDB or Spark.
+"""Runs the TPC-H queries on an in-process Python engine: DuckDB, Spark or
+single-node DataFusion (the datafusion package, DataFusion 55 in Rust).
 
-    py_engines.py duckdb|spark SPEC.json
+    py_engines.py duckdb|spark|datafusion SPEC.json
 
 SPEC holds: data (directory of <table>/ Parquet directories), queries (name ->
 SQL), warmup, runs, out (directory). Writes out/<query>.csv (the answer, with
@@ -40,6 +41,23 @@ def run_duckdb(spec):
     return run, lambda: peak_rss_of(os.getpid()), lambda: None
 
 
+def run_datafusion(spec):
+    import datafusion
+
+    # DataFusion's defaults: as many partitions as cores, every core used.
+    ctx = datafusion.SessionContext()
+    for t in TABLES:
+        ctx.register_parquet(t, f"{spec['data']}/{t}/")
+
+    def run(sql):
+        table = ctx.sql(sql).to_arrow_table()
+        return table.column_names, [tuple(r.values()) for r in table.to_pylist()]
+
+    # Timed runs stop at Arrow batches, as the Rust clients do: converting
+    # rows to Python objects is not the engine's work.
+    return run, lambda: peak_rss_of(os.getpid()), lambda: None, lambda sql: ctx.sql(sql).collect()
+
+
 def run_spark(spec):
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
@@ -71,7 +89,8 @@ def main():
         spec = json.load(f)
     os.makedirs(spec["out"], exist_ok=True)
     started = time.perf_counter()
-    run, peak, stop = {"duckdb": run_duckdb, "spark": run_spark}[engine](spec)
+    run, peak, stop, *timed = {"duckdb": run_duckdb, "spark": run_spark, "datafusion": run_datafusion}[engine](spec)
+    timed = timed[0] if timed else run
     start_seconds = time.perf_counter() - started
     timings = {}
     for name, sql in spec["queries"].items():
@@ -80,7 +99,7 @@ def main():
         times = []
         for i in range(spec["warmup"] + spec["runs"] if spec["runs"] else 0):
             t0 = time.perf_counter()
-            run(sql)
+            timed(sql)
             if i >= spec["warmup"]:
                 times.append(time.perf_counter() - t0)
         timings[name] = times

@@ -8,9 +8,10 @@
 Engines:
   quiver-cluster     quiver scheduler + 2 executors (1 slot each), Parquet on local disk
   quiver-cluster-s3  the same cluster, the same Parquet in an S3 server (s3s-fs)
-  ballista-vanilla   Ballista 55's own scheduler + 2 executors (1 slot each), default settings
+  ballista-vanilla   Ballista 55's scheduler + 2 executors (1 slot each) and client, all with
+                     Ballista's default settings (benches/ballista-vanilla)
   quiver-embedded    quiver sql with no scheduler: everything in one process
-  datafusion         single-node DataFusion 55 (datafusion-cli)
+  datafusion         single-node DataFusion 55 (the datafusion package from PyPI), 2 cores
   spark              Apache Spark 4.x, local[2] (pyspark)
   duckdb             DuckDB (python), 2 threads
 
@@ -45,6 +46,7 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 TABLES = ["lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region"]
 ALL_ENGINES = ["quiver-cluster", "quiver-cluster-s3", "ballista-vanilla", "quiver-embedded", "datafusion", "spark", "duckdb"]
 REFERENCE = "duckdb"
+PY_ENGINES = ("duckdb", "spark", "datafusion")
 S3_KEY, S3_SECRET = "bench-key", "bench-secret-123"
 
 
@@ -187,6 +189,10 @@ class CliEngine:
     def parse_answer(self, out):
         return read_csv_answer(out)
 
+    def breakdown(self):
+        """Where the time of the last timing run went, when the engine can tell."""
+        return None
+
     def server_peak(self):
         return sum(s.peak() for s in self.servers)
 
@@ -218,11 +224,40 @@ class QuiverCluster(CliEngine):
     def s3_env(self):
         return {}
 
+    def breakdown(self):
+        """From the job service: the last timing run's queries, stage by stage.
+
+        Each timed query's `scheduler` time runs from the scheduler receiving
+        the plan to the last task's end; `client` is what the client measured,
+        so the difference is planning on the client and fetching the result.
+        """
+        base = f"http://127.0.0.1:{self.port}/api/v1"
+        try:
+            job = http_json(f"{base}/jobs?limit=1")["jobs"][0]
+            detail = http_json(f"{base}/jobs/{job['id']}")
+        except Exception as e:  # the report says it is missing
+            return {"error": str(e)}
+        queries = [q for q in detail["queries"] if q.get("finished_at") and q.get("queued_at")][-self.args.runs:]
+        if not queries:
+            return None
+        def median(f):
+            return statistics.median(f(q) for q in queries)
+        def task_seconds(q):
+            return sum((t.get("duration_ms") or 0) for st in q["stages"] for t in st.get("tasks", [])) / 1000
+        return {
+            "scheduler_s": median(lambda q: (q["finished_at"] - q["queued_at"]) / 1000),
+            "stages": median(lambda q: len(q["stages"])),
+            "tasks": median(lambda q: q["progress"]["tasks_total"]),
+            "task_s": median(task_seconds),
+            "shuffle_write_mb": median(lambda q: sum(st["metrics"]["shuffle_write_bytes"] for st in q["stages"]) / 2**20),
+        }
+
     def env(self):
         return dict(os.environ, QUIVER_LOG="error", **self.s3_env())
 
     def client(self, path, answer):
         cmd = [self.args.quiver, "sql", "--scheduler", f"127.0.0.1:{self.port}", "-f", path, "--format", "csv"]
+        cmd += [a for kv in self.args.conf for a in ("--conf", kv)]
         return cmd if answer else cmd + ["--timing"]
 
 
@@ -265,20 +300,8 @@ class QuiverEmbedded(CliEngine):
 
     def client(self, path, answer):
         cmd = [self.args.quiver, "sql", "-f", path, "--format", "csv", "--embedded-slots", "2"]
+        cmd += [a for kv in self.args.conf for a in ("--conf", kv)]
         return cmd if answer else cmd + ["--timing"]
-
-
-class DataFusionCli(CliEngine):
-    name = "datafusion"
-    timing_re = re.compile(r"Elapsed ([0-9.]+) seconds", re.M)
-
-    def client(self, path, answer):
-        cli = self.args.tool("datafusion-cli")
-        cmd = [cli, "-f", path, "--format", "csv"]
-        return cmd + ["-q"] if answer else cmd
-
-    def parse_answer(self, out):
-        return read_csv_answer(out)
 
 
 class BallistaVanilla(CliEngine):
@@ -286,27 +309,26 @@ class BallistaVanilla(CliEngine):
     timing_re = re.compile(r"Elapsed ([0-9.]+) seconds", re.M)
 
     def start(self):
-        sched, execu = self.args.tool("ballista-scheduler"), self.args.tool("ballista-executor")
+        tool = self.args.vanilla
         self.port = free_port()
         t0 = time.time()
-        self.servers.append(Server(f"{self.name}-scheduler", [sched, "--bind-host", "127.0.0.1", "--bind-port", str(self.port)], self.work))
+        self.servers.append(Server(f"{self.name}-scheduler", [tool, "scheduler", "--port", str(self.port)], self.work))
         for i in range(2):
             self.servers.append(Server(f"{self.name}-executor{i}", [
-                execu, "--scheduler-host", "127.0.0.1", "--scheduler-port", str(self.port), "--bind-host", "127.0.0.1",
-                "--external-host", "127.0.0.1", "--bind-port", str(free_port()), "--bind-grpc-port", str(free_port()),
-                "--bind-health-port", str(free_port()), "-c", "1", "--work-dir", os.path.join(self.work, f"{self.name}-exec{i}")],
-                self.work))
+                tool, "executor", "--scheduler-port", str(self.port), "--port", str(free_port()),
+                "--grpc-port", str(free_port()), "--slots", "1",
+                "--work-dir", os.path.join(self.work, f"{self.name}-exec{i}")], self.work))
         url = f"http://127.0.0.1:{self.port}/api/executors"
         wait_until("Ballista executors", lambda: len(http_json(url)) >= 2)
         self.start_seconds = time.time() - t0
 
     def client(self, path, answer):
-        cmd = [self.args.tool("ballista-cli"), "--host", "127.0.0.1", "--port", str(self.port), "-f", path, "--format", "csv"]
-        return cmd + ["-q"] if answer else cmd
+        cmd = [self.args.vanilla, "sql", "--port", str(self.port), "-f", path]
+        return cmd if answer else cmd + ["--timing"]
 
 
 class PyEngine:
-    """DuckDB or Spark, run by py_engines.py in a process of their own."""
+    """DuckDB, Spark or DataFusion, run by py_engines.py in a process of their own."""
 
     def __init__(self, name, args, work):
         self.name, self.args, self.work = name, args, work
@@ -404,13 +426,16 @@ def versions(args):
         except Exception:
             return "unknown"
     v["quiver"] = out([args.quiver, "--version"])
-    for tool in ["datafusion-cli", "ballista-cli"]:
-        path = args.tool(tool, required=False)
-        if path:
-            v[tool] = out([path, "--version"])
+    if os.path.exists(args.vanilla):
+        v["ballista-vanilla"] = out([args.vanilla, "--version"]) + " (Ballista 55.0.0)"
     try:
         import duckdb
         v["duckdb"] = duckdb.__version__
+    except ImportError:
+        pass
+    try:
+        import datafusion
+        v["datafusion-python"] = datafusion.__version__
     except ImportError:
         pass
     try:
@@ -490,6 +515,24 @@ def report(args, results, queries):
         lines.append("")
         lines.append("## Errors")
         lines += [f"- {e} {q}: {why}" for e, q, why in errors]
+    for e in engines:
+        rows = [(q, results[e]["queries"][q]) for q in queries if results[e]["queries"].get(q, {}).get("breakdown", {}).get("scheduler_s") is not None]
+        if not rows:
+            continue
+        rows.sort(key=lambda r: -(r[1]["median"] or 0))
+        lines.append("")
+        lines.append(f"## Where the time goes: {e}, slowest queries")
+        lines.append("")
+        lines.append("From the scheduler's job service (medians of the timed runs). *scheduler*: plan received to last task "
+                     "done; *outside*: client-measured minus scheduler time (client planning, result fetch); *task time*: "
+                     "sum of task durations over the 2 slots.")
+        lines.append("")
+        lines.append("| query | client (s) | scheduler (s) | outside (s) | stages | tasks | task time (s) | shuffle written (MiB) |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for q, r in rows[:6]:
+            b = r["breakdown"]
+            lines.append(f"| {q} | {fmt_s(r['median'])} | {fmt_s(b['scheduler_s'])} | {fmt_s(max(0.0, r['median'] - b['scheduler_s']))} | "
+                         f"{b['stages']:g} | {b['tasks']:g} | {fmt_s(b['task_s'])} | {b['shuffle_write_mb']:.1f} |")
     lines.append("")
     lines.append("Checksums (rows / sum of numbers): " + "; ".join(
         f"{q} {results[REFERENCE]['queries'][q].get('checksum', '?')}" for q in queries if REFERENCE in results))
@@ -533,9 +576,11 @@ def main():
     p.add_argument("--data", help="Parquet directory (default: benches/data/sf<scale>)")
     p.add_argument("--out", help="results directory (default: benches/results/<date>-sf<scale>)")
     p.add_argument("--quiver", default=None, help="the quiver binary (default: release build under $CARGO_TARGET_DIR)")
-    p.add_argument("--tools", default=os.path.expanduser("~/.cache/bench-tools/bin"), help="where datafusion-cli and ballista-* are")
+    p.add_argument("--vanilla", default=None, help="the ballista-vanilla binary (default: release build under $CARGO_TARGET_DIR)")
     p.add_argument("--executor-memory", default=None, help="memory limit per Quiver executor, e.g. 4GiB")
     p.add_argument("--spark-memory", default="4g")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a session setting for the Quiver engines (repeatable), to try settings without a rebuild")
     p.add_argument("--check", action="store_true", help="exit 1 when an answer differs from DuckDB's")
     args = p.parse_args()
     scale_name = f"{args.scale:g}"
@@ -554,13 +599,10 @@ def main():
     if not os.path.exists(args.quiver):
         raise SystemExit(f"{args.quiver} not found: cargo build --release -p quiver (or pass --quiver)")
 
-    def tool(name, required=True):
-        path = which(name, [args.tools])
-        if not path and required:
-            raise SystemExit(f"{name} not found in {args.tools} or PATH: "
-                             "cargo install --root ~/.cache/bench-tools datafusion-cli@55.2.0 ballista-scheduler@55.0.0 ballista-executor@55.0.0 ballista-cli@55.0.0 --locked")
-        return path
-    args.tool = tool
+    if args.vanilla is None:
+        args.vanilla = os.path.join(os.path.dirname(args.quiver), "ballista-vanilla")
+    if "ballista-vanilla" in args.engines and not os.path.exists(args.vanilla):
+        raise SystemExit(f"{args.vanilla} not found: cargo build --release -p ballista-vanilla (or pass --vanilla)")
 
     ranges = []
     for part in args.queries.split(","):
@@ -576,12 +618,12 @@ def main():
     work = tempfile.mkdtemp(prefix="quiver-bench-")
     results = {"_machine": machine(), "_versions": versions(args)}
     engines = {"quiver-cluster": QuiverCluster, "quiver-cluster-s3": QuiverClusterS3, "ballista-vanilla": BallistaVanilla,
-               "quiver-embedded": QuiverEmbedded, "datafusion": DataFusionCli}
+               "quiver-embedded": QuiverEmbedded}
     order = [REFERENCE] + [e for e in args.engines if e != REFERENCE]
     reference = {}
     for name in order:
         log(f"engine {name}")
-        if name in ("duckdb", "spark"):
+        if name in PY_ENGINES:
             engine = PyEngine(name, args, work)
             answers, timings = engine.run_all(queries)
             per_query = {q: {"answer": answers[q], "times": timings[q], "error": None} for q in queries}
@@ -592,16 +634,19 @@ def main():
                 per_query = {}
                 for q, sql in queries.items():
                     answer, times, error = engine.query(q, sql)
-                    per_query[q] = {"answer": answer, "times": times, "error": error}
+                    per_query[q] = {"answer": answer, "times": times, "error": error,
+                                    "breakdown": engine.breakdown() if times else None}
                     log(f"  {q}: {fmt_s(statistics.median(times)) if times else error}")
                 server_peak = engine.server_peak()  # read before the servers stop
             finally:
                 engine.stop()
-        if name in ("duckdb", "spark"):
+        if name in PY_ENGINES:
             server_peak = 0
         out = {"queries": {}, "start_seconds": engine.start_seconds, "server_peak": server_peak, "client_peak": engine.client_peak}
         for q, r in per_query.items():
             entry = {"times": r["times"], "median": statistics.median(r["times"]) if r["times"] else None, "error": r["error"]}
+            if r.get("breakdown"):
+                entry["breakdown"] = r["breakdown"]
             if r["answer"] is not None:
                 rows = r["answer"][1]
                 entry["checksum"] = checksum(rows)
