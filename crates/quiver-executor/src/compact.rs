@@ -18,7 +18,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BinaryViewArray, RecordBatch, StringViewArray};
+use datafusion::arrow::array::{Array, ArrayRef, BinaryViewArray, GenericByteViewArray, RecordBatch, StringViewArray};
+use datafusion::arrow::datatypes::ByteViewType;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -129,20 +130,17 @@ pub fn compact_batch(batch: RecordBatch) -> Result<RecordBatch> {
 
 fn compact_column(column: &dyn Array) -> Option<ArrayRef> {
     if let Some(strings) = column.as_any().downcast_ref::<StringViewArray>() {
-        wasteful(
-            strings.data_buffers().iter().map(|b| b.len()).sum(),
-            strings.total_buffer_bytes_used(),
-        )
-        .then(|| Arc::new(strings.gc()) as ArrayRef)
+        compact_views(strings)
     } else if let Some(bytes) = column.as_any().downcast_ref::<BinaryViewArray>() {
-        wasteful(
-            bytes.data_buffers().iter().map(|b| b.len()).sum(),
-            bytes.total_buffer_bytes_used(),
-        )
-        .then(|| Arc::new(bytes.gc()) as ArrayRef)
+        compact_views(bytes)
     } else {
         None
     }
+}
+
+fn compact_views<T: ByteViewType + ?Sized>(views: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+    let held = views.data_buffers().iter().map(|b| b.len()).sum();
+    wasteful(held, views.total_buffer_bytes_used()).then(|| Arc::new(views.gc()) as ArrayRef)
 }
 
 fn wasteful(held: usize, used: usize) -> bool {
