@@ -60,6 +60,12 @@ def free_port():
         return s.getsockname()[1]
 
 
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def which(name, extra=()):
     for d in list(extra) + os.environ.get("PATH", "").split(os.pathsep):
         p = os.path.join(d, name)
@@ -242,10 +248,36 @@ class QuiverCluster(CliEngine):
             return None
         def median(f):
             return statistics.median(f(q) for q in queries)
+        def tasks(q):
+            return [t for st in q["stages"] for t in st.get("tasks", []) if t.get("started_at") and t.get("finished_at")]
         def task_seconds(q):
-            return sum((t.get("duration_ms") or 0) for st in q["stages"] for t in st.get("tasks", [])) / 1000
+            return sum((t.get("duration_ms") or 0) for t in tasks(q)) / 1000
+        def plan_seconds(q):
+            # Plan received to the first task launched: planning and stage split.
+            launched = [t["launched_at"] for t in tasks(q) if t.get("launched_at")]
+            return (min(launched) - q["queued_at"]) / 1000 if launched else 0.0
+        def idle_seconds(q):
+            # From the first task launched to the query's end, the time no task
+            # was running: stage transitions, task launch and status round trips.
+            spans = sorted((t["started_at"], t["finished_at"]) for t in tasks(q))
+            launched = [t["launched_at"] for t in tasks(q) if t.get("launched_at")]
+            if not spans or not launched:
+                return 0.0
+            busy, end = 0, None
+            start = None
+            for a, b in spans:
+                if end is None or a > end:
+                    if end is not None:
+                        busy += end - start
+                    start, end = a, b
+                else:
+                    end = max(end, b)
+            busy += end - start
+            return max(0, q["finished_at"] - min(launched) - busy) / 1000
         return {
             "scheduler_s": median(lambda q: (q["finished_at"] - q["queued_at"]) / 1000),
+            "plan_s": median(plan_seconds),
+            "idle_s": median(idle_seconds),
             "stages": median(lambda q: len(q["stages"])),
             "tasks": median(lambda q: q["progress"]["tasks_total"]),
             "task_s": median(task_seconds),
@@ -313,13 +345,17 @@ class BallistaVanilla(CliEngine):
         self.port = free_port()
         t0 = time.time()
         self.servers.append(Server(f"{self.name}-scheduler", [tool, "scheduler", "--port", str(self.port)], self.work))
-        for i in range(2):
+        flight_ports = [free_port() for _ in range(2)]
+        for i, flight in enumerate(flight_ports):
             self.servers.append(Server(f"{self.name}-executor{i}", [
-                tool, "executor", "--scheduler-port", str(self.port), "--port", str(free_port()),
+                tool, "executor", "--scheduler-port", str(self.port), "--port", str(flight),
                 "--grpc-port", str(free_port()), "--slots", "1",
                 "--work-dir", os.path.join(self.work, f"{self.name}-exec{i}")], self.work))
-        url = f"http://127.0.0.1:{self.port}/api/executors"
-        wait_until("Ballista executors", lambda: len(http_json(url)) >= 2)
+        # Ballista's REST API is a cargo feature Quiver's build leaves out, and
+        # there is no gRPC call listing executors. A push-staged executor
+        # registers with the scheduler before it opens its Flight port (and
+        # exits if registration fails), so an open Flight port means registered.
+        wait_until("Ballista executors", lambda: all(port_open(p) for p in flight_ports))
         self.start_seconds = time.time() - t0
 
     def client(self, path, answer):
@@ -524,15 +560,25 @@ def report(args, results, queries):
         lines.append(f"## Where the time goes: {e}, slowest queries")
         lines.append("")
         lines.append("From the scheduler's job service (medians of the timed runs). *scheduler*: plan received to last task "
-                     "done; *outside*: client-measured minus scheduler time (client planning, result fetch); *task time*: "
-                     "sum of task durations over the 2 slots.")
+                     "done; *outside*: client-measured minus scheduler time (client planning, result fetch); *planning*: "
+                     "plan received to first task launched; *idle*: after that, time with no task running (stage "
+                     "transitions, task launch and status round trips); *task time*: sum of task durations over the "
+                     "2 slots.")
         lines.append("")
-        lines.append("| query | client (s) | scheduler (s) | outside (s) | stages | tasks | task time (s) | shuffle written (MiB) |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("| query | client (s) | scheduler (s) | outside (s) | planning (s) | idle (s) | stages | tasks | "
+                     "task time (s) | shuffle written (MiB) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for q, r in rows[:6]:
             b = r["breakdown"]
             lines.append(f"| {q} | {fmt_s(r['median'])} | {fmt_s(b['scheduler_s'])} | {fmt_s(max(0.0, r['median'] - b['scheduler_s']))} | "
+                         f"{fmt_s(b.get('plan_s', 0))} | {fmt_s(b.get('idle_s', 0))} | "
                          f"{b['stages']:g} | {b['tasks']:g} | {fmt_s(b['task_s'])} | {b['shuffle_write_mb']:.1f} |")
+        sums = {k: sum(r["breakdown"].get(k, 0) for _, r in rows) for k in ("scheduler_s", "plan_s", "idle_s")}
+        client = sum(r["median"] or 0 for _, r in rows)
+        lines.append("")
+        lines.append(f"Over all {len(rows)} queries: client {fmt_s(client)} s, of which outside the scheduler "
+                     f"{fmt_s(max(0.0, client - sums['scheduler_s']))} s, planning {fmt_s(sums['plan_s'])} s, "
+                     f"idle between tasks {fmt_s(sums['idle_s'])} s.")
     lines.append("")
     lines.append("Checksums (rows / sum of numbers): " + "; ".join(
         f"{q} {results[REFERENCE]['queries'][q].get('checksum', '?')}" for q in queries if REFERENCE in results))

@@ -73,6 +73,15 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Ballista logs through the `log` crate; its binaries print at info level
+    // to stderr, and so does this one (RUST_LOG overrides).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     // Ballista's own binaries run with a 32 MiB thread stack: deep plans
     // recurse a lot. Do the same so the baseline fails where they would.
     let runtime = tokio::runtime::Builder::new_multi_thread()
