@@ -42,6 +42,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use ballista_core::flight_proxy_service::BallistaFlightProxyService;
 use ballista_core::serde::BallistaCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
@@ -265,6 +266,15 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         auth = options.token.is_some(),
         "Quiver scheduler listening (gRPC, Flight proxy, REST, UI)"
     );
+    // Without TCP_NODELAY, a response written in pieces (gRPC headers, then
+    // data, then trailers; a job's status stream; Flight batches through the
+    // proxy) waits for the client's delayed ACK: 40 ms per exchange on Linux.
+    // tonic sets it on its own listeners; axum leaves it to the caller.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "could not set TCP_NODELAY on a scheduler connection");
+        }
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown_signal())
