@@ -8,9 +8,10 @@
 //! back from the file names; [`restore_compression`] does that before a task
 //! runs.
 //!
-//! [`compact_shuffle_input`] puts a [`CompactViewsExec`] under the stage's
+//! [`compact_shuffle_input`] puts a [`CompactExec`] under the stage's
 //! shuffle writer, so string views do not drag whole Parquet pages into
-//! shuffle files.
+//! shuffle files and slices of large arrays do not make the sort shuffle
+//! writer spill early.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -32,7 +33,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::prelude::SessionConfig;
 
-use crate::compact::CompactViewsExec;
+use crate::compact::CompactExec;
 
 /// Ballista's engine with Quiver's plan repairs.
 pub struct QuiverExecutionEngine {
@@ -150,8 +151,8 @@ impl ExecutionEngine for QuiverExecutionEngine {
     }
 }
 
-/// `stage` (a shuffle writer over its input) with a [`CompactViewsExec`]
-/// between the writer and its input, when that input has view columns.
+/// `stage` (a shuffle writer over its input) with a [`CompactExec`]
+/// between the writer and its input.
 ///
 /// Only the hash and sort shuffle writers are wrapped: the range writer
 /// looks at its input's operators to plan its output.
@@ -162,10 +163,7 @@ pub fn compact_shuffle_input(stage: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
     let [input] = stage.children()[..] else {
         return Ok(stage);
     };
-    if !CompactViewsExec::useful_for(input.as_ref()) {
-        return Ok(stage);
-    }
-    let compacted: Arc<dyn ExecutionPlan> = Arc::new(CompactViewsExec::new(Arc::clone(input)));
+    let compacted: Arc<dyn ExecutionPlan> = Arc::new(CompactExec::new(Arc::clone(input)));
     Arc::clone(&stage).replace_children(
         vec![compacted],
         ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
