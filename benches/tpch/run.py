@@ -252,28 +252,29 @@ class QuiverCluster(CliEngine):
             return [t for st in q["stages"] for t in st.get("tasks", []) if t.get("started_at") and t.get("finished_at")]
         def task_seconds(q):
             return sum((t.get("duration_ms") or 0) for t in tasks(q)) / 1000
+        def first_launch(q):
+            return min((t["launched_at"] for t in tasks(q) if t.get("launched_at")), default=None)
         def plan_seconds(q):
             # Plan received to the first task launched: planning and stage split.
-            launched = [t["launched_at"] for t in tasks(q) if t.get("launched_at")]
-            return (min(launched) - q["queued_at"]) / 1000 if launched else 0.0
+            first = first_launch(q)
+            return (first - q["queued_at"]) / 1000 if first is not None else 0.0
         def idle_seconds(q):
             # From the first task launched to the query's end, the time no task
             # was running: stage transitions, task launch and status round trips.
-            spans = sorted((t["started_at"], t["finished_at"]) for t in tasks(q))
-            launched = [t["launched_at"] for t in tasks(q) if t.get("launched_at")]
-            if not spans or not launched:
+            first = first_launch(q)
+            if first is None:
                 return 0.0
-            busy, end = 0, None
-            start = None
-            for a, b in spans:
-                if end is None or a > end:
-                    if end is not None:
-                        busy += end - start
-                    start, end = a, b
-                else:
+            busy, start, end = 0, None, None  # the union of task spans, merged in start order
+            for a, b in sorted((t["started_at"], t["finished_at"]) for t in tasks(q)):
+                if end is not None and a <= end:
                     end = max(end, b)
-            busy += end - start
-            return max(0, q["finished_at"] - min(launched) - busy) / 1000
+                    continue
+                if end is not None:
+                    busy += end - start
+                start, end = a, b
+            if end is not None:
+                busy += end - start
+            return max(0, q["finished_at"] - first - busy) / 1000
         return {
             "scheduler_s": median(lambda q: (q["finished_at"] - q["queued_at"]) / 1000),
             "plan_s": median(plan_seconds),
