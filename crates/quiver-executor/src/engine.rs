@@ -8,6 +8,10 @@
 //! back from the file names; [`restore_compression`] does that before a task
 //! runs.
 //!
+//! Dynamic filters (a join's build-side keys, pushed into the scan of its
+//! probe side) arrive with producer and consumer cut apart;
+//! [`relink_dynamic_filters`] joins them again.
+//!
 //! [`compact_shuffle_input`] puts a [`CompactExec`] under the stage's
 //! shuffle writer, so string views do not drag whole Parquet pages into
 //! shuffle files and slices of large arrays do not make the sort shuffle
@@ -34,6 +38,7 @@ use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceCh
 use datafusion::prelude::SessionConfig;
 
 use crate::compact::CompactExec;
+use crate::dynamic_filter::relink_dynamic_filters;
 
 /// Ballista's engine with Quiver's plan repairs.
 pub struct QuiverExecutionEngine {
@@ -138,7 +143,7 @@ impl ExecutionEngine for QuiverExecutionEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
-        let plan = compact_shuffle_input(restore_compression(plan)?)?;
+        let plan = compact_shuffle_input(relink_dynamic_filters(restore_compression(plan)?)?)?;
         self.inner.create_query_stage_exec(
             job_id,
             stage_id,

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod compact;
+pub mod dynamic_filter;
 pub mod engine;
 
 use std::net::SocketAddr;
