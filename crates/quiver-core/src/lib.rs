@@ -39,6 +39,7 @@ pub mod config;
 pub mod ctas;
 pub mod delta;
 pub mod logging;
+pub mod optimizer;
 pub mod output;
 pub mod runner;
 pub mod script;

@@ -38,6 +38,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
 use crate::config::{ConfigError, Settings};
+use crate::optimizer::PushSemiJoinBelowJoins;
 use crate::secret;
 use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
 
@@ -256,6 +257,7 @@ impl SessionFactory {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+            .with_optimizer_rule(Arc::new(PushSemiJoinBelowJoins))
             .with_scalar_functions(ballista_core::extension::ballista_scalar_functions())
             .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
             .with_window_functions(ballista_core::extension::ballista_window_functions())
@@ -343,6 +345,7 @@ impl SessionFactory {
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
+            .with_optimizer_rule(Arc::new(PushSemiJoinBelowJoins))
             .build();
         let ctx = SessionContext::new_with_state(finish(state).map_err(SessionError::Engine)?);
         crate::tables::install(&ctx);
