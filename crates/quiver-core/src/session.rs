@@ -94,6 +94,10 @@ const QUIVER_KEYS: &[(&str, &str)] = &[
         "job_source",
         "where the job came from: submit, shell, dataframe or rest",
     ),
+    (
+        "delta_retention_check",
+        "refuse Delta VACUUM with a retention below the table's safety period (default 7 days)",
+    ),
 ];
 
 impl ConfigExtension for QuiverOptions {
@@ -118,17 +122,7 @@ impl ExtensionOptions for QuiverOptions {
         match key {
             "job_id" => self.job_id = value,
             "job_source" => self.job_source = value,
-            "delta_retention_check" => {
-                self.delta_retention_check = match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                    Some("true") | None => true,
-                    Some("false") => false,
-                    Some(other) => {
-                        return Err(DataFusionError::Configuration(format!(
-                            "quiver.delta_retention_check takes true or false, not '{other}'"
-                        )));
-                    }
-                }
-            }
+            "delta_retention_check" => self.delta_retention_check = parse_flag(key, value.as_deref())?,
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting 'quiver.{key}': known quiver settings are {}",
@@ -157,6 +151,17 @@ impl ExtensionOptions for QuiverOptions {
             description,
         })
         .collect()
+    }
+}
+
+/// A `quiver.{key}` flag's value: `true` (also when empty) or `false`.
+fn parse_flag(key: &str, value: Option<&str>) -> Result<bool> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        Some("true") | None => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(DataFusionError::Configuration(format!(
+            "quiver.{key} takes true or false, not '{other}'"
+        ))),
     }
 }
 
@@ -457,6 +462,10 @@ mod tests {
         let mut config = factory().base_config();
         config.options_mut().set("quiver.job_id", "j-1").unwrap();
         config.options_mut().set("quiver.job_source", "shell").unwrap();
+        config
+            .options_mut()
+            .set("quiver.delta_retention_check", "false")
+            .unwrap();
         let pairs: Vec<_> = config
             .options()
             .entries()
@@ -472,6 +481,12 @@ mod tests {
         let q = quiver_options(&other);
         assert_eq!(q.job_id.as_deref(), Some("j-1"));
         assert_eq!(q.job_source.as_deref(), Some("shell"));
+        assert!(!q.delta_retention_check);
+        let err = other
+            .options_mut()
+            .set("quiver.delta_retention_check", "maybe")
+            .unwrap_err();
+        assert!(err.to_string().contains("takes true or false, not 'maybe'"), "{err}");
     }
 
     #[tokio::test]
