@@ -38,7 +38,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
 use crate::config::{ConfigError, Settings};
-use crate::optimizer::PushSemiJoinBelowJoins;
+use crate::optimizer::{JoinFilteredDimensionsFirst, PushSemiJoinBelowJoins};
 use crate::secret;
 use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
 
@@ -76,6 +76,9 @@ pub struct QuiverOptions {
     pub job_source: Option<String>,
     /// `quiver.delta_retention_check`: refuse `VACUUM` below the 7-day safety period.
     pub delta_retention_check: bool,
+    /// `quiver.join_filtered_dimensions_first`: let
+    /// [`JoinFilteredDimensionsFirst`] reorder inner joins.
+    pub join_filtered_dimensions_first: bool,
 }
 
 impl Default for QuiverOptions {
@@ -84,6 +87,7 @@ impl Default for QuiverOptions {
             job_id: None,
             job_source: None,
             delta_retention_check: true,
+            join_filtered_dimensions_first: true,
         }
     }
 }
@@ -97,6 +101,10 @@ const QUIVER_KEYS: &[(&str, &str)] = &[
     (
         "delta_retention_check",
         "refuse Delta VACUUM with a retention below the table's safety period (default 7 days)",
+    ),
+    (
+        "join_filtered_dimensions_first",
+        "join a table that a constant filter narrows to the table its keys point at before the other joins",
     ),
 ];
 
@@ -123,6 +131,9 @@ impl ExtensionOptions for QuiverOptions {
             "job_id" => self.job_id = value,
             "job_source" => self.job_source = value,
             "delta_retention_check" => self.delta_retention_check = parse_flag(key, value.as_deref())?,
+            "join_filtered_dimensions_first" => {
+                self.join_filtered_dimensions_first = parse_flag(key, value.as_deref())?
+            }
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting 'quiver.{key}': known quiver settings are {}",
@@ -142,6 +153,7 @@ impl ExtensionOptions for QuiverOptions {
             self.job_id.clone(),
             self.job_source.clone(),
             Some(self.delta_retention_check.to_string()),
+            Some(self.join_filtered_dimensions_first.to_string()),
         ]
         .into_iter()
         .zip(QUIVER_KEYS)
@@ -263,6 +275,7 @@ impl SessionFactory {
             .with_runtime_env(runtime)
             .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
             .with_optimizer_rule(Arc::new(PushSemiJoinBelowJoins))
+            .with_optimizer_rule(Arc::new(JoinFilteredDimensionsFirst))
             .with_scalar_functions(ballista_core::extension::ballista_scalar_functions())
             .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
             .with_window_functions(ballista_core::extension::ballista_window_functions())
@@ -351,6 +364,7 @@ impl SessionFactory {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_optimizer_rule(Arc::new(PushSemiJoinBelowJoins))
+            .with_optimizer_rule(Arc::new(JoinFilteredDimensionsFirst))
             .build();
         let ctx = SessionContext::new_with_state(finish(state).map_err(SessionError::Engine)?);
         crate::tables::install(&ctx);
@@ -466,6 +480,10 @@ mod tests {
             .options_mut()
             .set("quiver.delta_retention_check", "false")
             .unwrap();
+        config
+            .options_mut()
+            .set("quiver.join_filtered_dimensions_first", "FALSE")
+            .unwrap();
         let pairs: Vec<_> = config
             .options()
             .entries()
@@ -482,6 +500,7 @@ mod tests {
         assert_eq!(q.job_id.as_deref(), Some("j-1"));
         assert_eq!(q.job_source.as_deref(), Some("shell"));
         assert!(!q.delta_retention_check);
+        assert!(!q.join_filtered_dimensions_first);
         let err = other
             .options_mut()
             .set("quiver.delta_retention_check", "maybe")
