@@ -258,10 +258,19 @@ impl OptimizerRule for JoinFilteredDimensionsFirst {
                 )?))
             };
             let carried: Vec<Expr> = dimension.schema().columns().into_iter().map(Expr::Column).collect();
-            if let Some(rewritten) = move_to_scan(rest, &keys, &carried, &moved, false)? {
+            let rewrite = || -> Result<Option<Projection>> {
+                let Some(rewritten) = move_to_scan(rest, &keys, &carried, &moved, false)? else {
+                    return Ok(None);
+                };
                 // Put the columns back in the order the join above expects.
                 let exprs = join.schema.columns().into_iter().map(Expr::Column).collect();
-                let projection = Projection::try_new_with_schema(exprs, Arc::new(rewritten), Arc::clone(&join.schema))?;
+                Projection::try_new_with_schema(exprs, Arc::new(rewritten), Arc::clone(&join.schema)).map(Some)
+            };
+            // A rewrite that cannot be built (say, a carried column's name
+            // clashes with one a projection on the path computes) leaves the
+            // join as written: the order is an optimization, never a reason
+            // for a query to fail.
+            if let Ok(Some(projection)) = rewrite() {
                 return Ok(Transformed::yes(LogicalPlan::Projection(projection)));
             }
         }
