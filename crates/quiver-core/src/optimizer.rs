@@ -30,6 +30,12 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::session::QuiverOptions;
 
+/// The logical rules Quiver adds, in the order they run after the engine's
+/// own. Every session, on the scheduler or in one process, gets these.
+pub fn rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    vec![Arc::new(PushSemiJoinBelowJoins), Arc::new(JoinFilteredDimensionsFirst)]
+}
+
 /// Rewrites `(A ⋈ B) ⋉ C` into `(A ⋉ C) ⋈ B` when the semi join's keys are
 /// columns of `A` alone (through a projection that passes them on, if one
 /// sits between the joins).

@@ -38,7 +38,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
 use crate::config::{ConfigError, Settings};
-use crate::optimizer::{JoinFilteredDimensionsFirst, PushSemiJoinBelowJoins};
+use crate::optimizer;
 use crate::secret;
 use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
 
@@ -77,7 +77,8 @@ pub struct QuiverOptions {
     /// `quiver.delta_retention_check`: refuse `VACUUM` below the 7-day safety period.
     pub delta_retention_check: bool,
     /// `quiver.join_filtered_dimensions_first`: let
-    /// [`JoinFilteredDimensionsFirst`] reorder inner joins.
+    /// [`JoinFilteredDimensionsFirst`](optimizer::JoinFilteredDimensionsFirst)
+    /// reorder inner joins.
     pub join_filtered_dimensions_first: bool,
 }
 
@@ -273,9 +274,12 @@ impl SessionFactory {
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
-            .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
-            .with_optimizer_rule(Arc::new(PushSemiJoinBelowJoins))
-            .with_optimizer_rule(Arc::new(JoinFilteredDimensionsFirst))
+            .with_optimizer_rules(
+                ballista_core::optimizer::ballista_default_optimizer_rules()
+                    .into_iter()
+                    .chain(optimizer::rules())
+                    .collect(),
+            )
             .with_scalar_functions(ballista_core::extension::ballista_scalar_functions())
             .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
             .with_window_functions(ballista_core::extension::ballista_window_functions())
@@ -363,8 +367,7 @@ impl SessionFactory {
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
-            .with_optimizer_rule(Arc::new(PushSemiJoinBelowJoins))
-            .with_optimizer_rule(Arc::new(JoinFilteredDimensionsFirst))
+            .with_optimizer_rules(optimizer::rules())
             .build();
         let ctx = SessionContext::new_with_state(finish(state).map_err(SessionError::Engine)?);
         crate::tables::install(&ctx);
