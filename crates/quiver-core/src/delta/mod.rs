@@ -8,7 +8,7 @@
 //! DataFusion's own Parquet scan — an operator every process can decode. So
 //! the files of one table are read by many tasks on many executors.
 //!
-//! Writes go the same way: executors write Parquet files ([`write`]'s
+//! Writes go the same way: executors write Parquet files ([`write`](mod@write)'s
 //! `DeltaWriteExec`, one per input partition) and one final task commits them
 //! to the log in a single atomic commit (`DeltaCommitExec`). A job that fails
 //! or is cancelled before that task leaves the table as it was.
