@@ -274,6 +274,7 @@ impl SessionFactory {
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
+            // Ballista's list replaces DataFusion's; Quiver's rules follow it.
             .with_optimizer_rules(
                 ballista_core::optimizer::ballista_default_optimizer_rules()
                     .into_iter()
@@ -363,11 +364,15 @@ impl SessionFactory {
     ) -> std::result::Result<SessionContext, SessionError> {
         apply_settings(&mut config, settings)?;
         let runtime = self.runtime_env(&config, None).map_err(SessionError::Engine)?;
-        let state = SessionStateBuilder::new()
+        let builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
-            .with_runtime_env(runtime)
-            .with_optimizer_rules(optimizer::rules())
+            .with_runtime_env(runtime);
+        // Appended to DataFusion's own rules (`with_optimizer_rules` would
+        // replace them).
+        let state = optimizer::rules()
+            .into_iter()
+            .fold(builder, SessionStateBuilder::with_optimizer_rule)
             .build();
         let ctx = SessionContext::new_with_state(finish(state).map_err(SessionError::Engine)?);
         crate::tables::install(&ctx);
@@ -516,5 +521,18 @@ mod tests {
         let ctx = factory().local_context(&Settings::new()).unwrap();
         let batches = ctx.sql("SELECT 1 + 1 AS two").await.unwrap().collect().await.unwrap();
         assert_eq!(batches[0].num_rows(), 1);
+    }
+
+    #[test]
+    fn sessions_run_the_engines_rules_and_then_quivers() {
+        let local = factory().local_context(&Settings::new()).unwrap().state();
+        let scheduler = factory().session_state(factory().base_config()).unwrap();
+        for rules in [local.optimizer().rules.clone(), scheduler.optimizer().rules.clone()] {
+            let names: Vec<&str> = rules.iter().map(|r| r.name()).collect();
+            let position = |name: &str| names.iter().position(|n| *n == name);
+            let engine = position("decorrelate_predicate_subquery").expect("DataFusion's rules");
+            let quiver: Vec<_> = optimizer::rules().iter().map(|r| position(r.name())).collect();
+            assert!(quiver.iter().all(|p| p.is_some_and(|p| p > engine)), "{names:?}");
+        }
     }
 }
