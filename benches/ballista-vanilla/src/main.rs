@@ -29,6 +29,11 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 
+/// Ballista's executor binary ships with mimalloc (its default
+/// `build-binary` feature); the baseline keeps it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Ballista 55 with default settings (benchmark baseline)")]
 struct Cli {

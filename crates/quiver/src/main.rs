@@ -8,6 +8,13 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// `--features mimalloc` builds with the allocator Ballista's own binaries
+/// ship with; the default is the system allocator, which ran TPC-H as fast
+/// with less memory (benches/README.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
