@@ -80,6 +80,10 @@ pub struct QuiverOptions {
     /// [`JoinFilteredDimensionsFirst`](optimizer::JoinFilteredDimensionsFirst)
     /// reorder inner joins.
     pub join_filtered_dimensions_first: bool,
+    /// `quiver.semi_join_reduction`: let
+    /// [`SemiJoinReduction`](optimizer::SemiJoinReduction) narrow the
+    /// subquery side of semi and anti joins.
+    pub semi_join_reduction: bool,
 }
 
 impl Default for QuiverOptions {
@@ -89,6 +93,7 @@ impl Default for QuiverOptions {
             job_source: None,
             delta_retention_check: true,
             join_filtered_dimensions_first: true,
+            semi_join_reduction: true,
         }
     }
 }
@@ -106,6 +111,10 @@ const QUIVER_KEYS: &[(&str, &str)] = &[
     (
         "join_filtered_dimensions_first",
         "join a table that a constant filter narrows to the table its keys point at before the other joins",
+    ),
+    (
+        "semi_join_reduction",
+        "narrow the subquery side of EXISTS, IN and NOT EXISTS joins to the keys a constant-filtered outer table holds",
     ),
 ];
 
@@ -135,6 +144,7 @@ impl ExtensionOptions for QuiverOptions {
             "join_filtered_dimensions_first" => {
                 self.join_filtered_dimensions_first = parse_flag(key, value.as_deref())?
             }
+            "semi_join_reduction" => self.semi_join_reduction = parse_flag(key, value.as_deref())?,
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting 'quiver.{key}': known quiver settings are {}",
@@ -155,6 +165,7 @@ impl ExtensionOptions for QuiverOptions {
             self.job_source.clone(),
             Some(self.delta_retention_check.to_string()),
             Some(self.join_filtered_dimensions_first.to_string()),
+            Some(self.semi_join_reduction.to_string()),
         ]
         .into_iter()
         .zip(QUIVER_KEYS)
@@ -492,6 +503,7 @@ mod tests {
             .options_mut()
             .set("quiver.join_filtered_dimensions_first", "FALSE")
             .unwrap();
+        config.options_mut().set("quiver.semi_join_reduction", "false").unwrap();
         let pairs: Vec<_> = config
             .options()
             .entries()
@@ -509,6 +521,7 @@ mod tests {
         assert_eq!(q.job_source.as_deref(), Some("shell"));
         assert!(!q.delta_retention_check);
         assert!(!q.join_filtered_dimensions_first);
+        assert!(!q.semi_join_reduction);
         let err = other
             .options_mut()
             .set("quiver.delta_retention_check", "maybe")
