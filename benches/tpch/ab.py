@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of two Quiver builds or settings on TPC-H, on two clusters at once.
+
+    benches/tpch/ab.py --a OLD_BINARY --b NEW_BINARY
+    benches/tpch/ab.py --a BINARY --b BINARY --b-conf quiver.semi_join_reduction=false --queries 4,21,22
+
+Each side is a scheduler and two executors (one slot each), as the
+`quiver-cluster` engine of run.py. For every query both sides run in turn
+(A then B, then B then A, ...), one warm-up and `--runs` timed runs each, so
+the machine's noise hits both alike; the report gives each side's median per
+query, the ratio B/A and the servers' peak memory. This is how a change is
+measured before it goes into a run.py report.
+
+Writes the report to --out (markdown) when given, and prints it.
+"""
+import argparse
+import datetime
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+from run import REPO, Server, free_port, http_json, machine, prelude, wait_until
+
+QUERIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "queries")
+
+
+def query_list(spec):
+    out = []
+    for part in spec.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out += list(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+class Side:
+    def __init__(self, tag, binary, conf, work):
+        self.tag, self.binary, self.conf, self.work = tag, binary, conf, work
+        self.port = free_port()
+        env = dict(os.environ, QUIVER_LOG="warn")
+        self.servers = [Server(f"{tag}-scheduler", [binary, "scheduler", "--bind", "127.0.0.1", "--port", str(self.port),
+                                                    "--external-host", "127.0.0.1"], work, env)]
+        for i in range(2):
+            self.servers.append(Server(f"{tag}-executor{i}", [
+                binary, "executor", "--scheduler", f"127.0.0.1:{self.port}", "--bind", "127.0.0.1",
+                "--external-host", "127.0.0.1", "--flight-port", str(free_port()), "--grpc-port", str(free_port()),
+                "--health-port", "0", "--slots", "1", "--work-dir", os.path.join(work, f"{tag}-exec{i}")], work, env))
+        url = f"http://127.0.0.1:{self.port}/api/v1/executors"
+        wait_until(f"side {tag}'s executors", lambda: len([e for e in http_json(url) if e["state"] == "alive"]) == 2)
+
+    def time(self, name, sql):
+        """Seconds the client reported for one run of `sql`, or None when it failed."""
+        path = os.path.join(self.work, f"{self.tag}-{name}.sql")
+        with open(path, "w") as f:
+            f.write(sql)
+        cmd = [self.binary, "sql", "--scheduler", f"127.0.0.1:{self.port}", "-f", path, "--format", "csv", "--timing"]
+        for kv in self.conf:
+            cmd += ["--conf", kv]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, QUIVER_LOG="error"))
+        times = re.findall(r"^Time: ([0-9.]+)s$", out.stderr, re.M)
+        if out.returncode != 0 or not times:
+            print(f"side {self.tag}, {name} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
+            return None
+        return float(times[-1])
+
+    def peak_mib(self):
+        return sum(s.peak() for s in self.servers) / 2**20
+
+    def stop(self):
+        for s in self.servers:
+            s.stop()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--a", required=True, help="side A's quiver binary")
+    p.add_argument("--b", required=True, help="side B's quiver binary (may be A's, with other --b-conf)")
+    p.add_argument("--a-conf", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--b-conf", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--queries", default="1-22")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--data", default=os.path.join(REPO, "benches", "data", "sf1"),
+                   help="TPC-H Parquet (run.py generates it)")
+    p.add_argument("--out", help="write the report here (markdown)")
+    args = p.parse_args()
+
+    work = os.path.join(REPO, "benches", "work", "ab")
+    os.makedirs(work, exist_ok=True)
+    sides = []
+    try:
+        sides = [Side("A", args.a, args.a_conf, work), Side("B", args.b, args.b_conf, work)]
+        pre = prelude(args.data)
+        rows, totals = [], {"A": 0.0, "B": 0.0}
+        for q in query_list(args.queries):
+            with open(os.path.join(QUERIES, f"q{q}.sql")) as f:
+                sql = pre + f.read().strip().rstrip(";") + ";\n"
+            times = {"A": [], "B": []}
+            for r in range(args.runs + 1):
+                for side in (sides if r % 2 == 0 else sides[::-1]):
+                    t = side.time(f"q{q}", sql)
+                    if r > 0 and t is not None:
+                        times[side.tag].append(t)
+            if not times["A"] or not times["B"]:
+                rows.append(f"| q{q} | failed | failed | – |")
+                continue
+            a, b = statistics.median(times["A"]), statistics.median(times["B"])
+            totals["A"] += a
+            totals["B"] += b
+            rows.append(f"| q{q} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+        m = machine()
+        lines = [
+            f"# A/B: {' '.join(['benches/tpch/ab.py'] + sys.argv[1:])}",
+            "",
+            f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
+            f"{m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB; median of {args.runs} interleaved runs after "
+            "1 warm-up; seconds.",
+            "",
+            f"A: `{args.a}` {' '.join(args.a_conf)}  ",
+            f"B: `{args.b}` {' '.join(args.b_conf)}",
+            "",
+            "| query | A | B | B/A |",
+            "|---|---|---|---|",
+            *rows,
+            f"| **total** | **{totals['A']:.3f}** | **{totals['B']:.3f}** | **{totals['B'] / max(totals['A'], 1e-9):.3f}** |",
+            "",
+            f"Peak memory of the servers (scheduler + 2 executors): A {sides[0].peak_mib():.0f} MiB, "
+            f"B {sides[1].peak_mib():.0f} MiB.",
+        ]
+        report = "\n".join(lines) + "\n"
+        print(report)
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                f.write(report)
+    finally:
+        for s in sides:
+            s.stop()
+
+
+if __name__ == "__main__":
+    main()
