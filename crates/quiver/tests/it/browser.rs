@@ -119,6 +119,23 @@ impl Browser {
         .to_owned()
     }
 
+    /// Waits until the page's visible text holds `needle` (a click that
+    /// submits a form returns before the next page has loaded).
+    pub fn wait_for_text(&self, needle: &str) {
+        wait_for(&format!("the page to show {needle:?}"), Duration::from_secs(15), || {
+            self.text().contains(needle)
+        });
+    }
+
+    /// Waits until the page's address ends with `suffix`.
+    pub fn wait_for_url(&self, suffix: &str) {
+        wait_for(
+            &format!("the address to end with {suffix:?}"),
+            Duration::from_secs(15),
+            || self.url().ends_with(suffix),
+        );
+    }
+
     /// Runs a script in the page.
     pub fn execute(&self, script: &str) -> Value {
         self.cmd(

@@ -168,15 +168,12 @@ fn with_a_token_the_ui_asks_for_it() {
     assert!(!b.text().contains(token));
     b.type_into("input[name=token]", "wrong");
     b.click("button[type=submit]");
-    assert!(b.text().contains("That token is not right."));
+    b.wait_for_text("That token is not right.");
     b.type_into("input[name=token]", token);
     b.click("button[type=submit]");
-    assert!(
-        b.url().ends_with("/ui/executors"),
-        "back where the person was going: {}",
-        b.url()
-    );
-    assert!(b.text().contains("alive"));
+    // Back where the person was going.
+    b.wait_for_url("/ui/executors");
+    b.wait_for_text("alive");
     assert!(!b.text().contains(token), "the token is never shown");
     b.screenshot("login-then-executors");
     assert_eq!(b.console_errors(), Vec::<String>::new());
