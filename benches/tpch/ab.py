@@ -87,6 +87,9 @@ def main():
                    help="TPC-H Parquet (run.py generates it)")
     p.add_argument("--out", help="write the report here (markdown)")
     args = p.parse_args()
+    if not os.path.isdir(os.path.join(args.data, "lineitem")):
+        raise SystemExit(f"no TPC-H data in {args.data}: generate it with `benches/tpch/run.py --runs 0 "
+                         "--engines duckdb` (SF1) or pass --data")
 
     work = os.path.join(REPO, "benches", "work", "ab")
     os.makedirs(work, exist_ok=True)
