@@ -460,32 +460,13 @@ fn place_reduction(
     };
     let moved = match (plan.as_ref(), &columns) {
         (LogicalPlan::SubqueryAlias(a), Some(columns)) => {
-            let inner = columns
-                .iter()
-                .map(|c| {
-                    let i = a.schema.index_of_column(c).ok()?;
-                    Some(Column::from(a.input.schema().qualified_field(i)))
-                })
-                .collect();
+            let inner = columns.iter().map(|c| aliased_from(a, c)).collect();
             below(inner, &a.input)?
                 .map(|input| SubqueryAlias::try_new(Arc::new(input), a.alias.clone()).map(LogicalPlan::SubqueryAlias))
                 .transpose()?
         }
         (LogicalPlan::Projection(p), Some(columns)) => {
-            let inner = columns
-                .iter()
-                .map(|c| {
-                    let i = p.schema.index_of_column(c).ok()?;
-                    match &p.expr[i] {
-                        Expr::Column(inner) => Some(inner.clone()),
-                        Expr::Alias(alias) => match alias.expr.as_ref() {
-                            Expr::Column(inner) => Some(inner.clone()),
-                            _ => None,
-                        },
-                        _ => None,
-                    }
-                })
-                .collect();
+            let inner = columns.iter().map(|c| projected_from(p, c)).collect();
             below(inner, &p.input)?
                 .map(|input| {
                     Projection::try_new_with_schema(p.expr.clone(), Arc::new(input), Arc::clone(&p.schema))
@@ -538,6 +519,23 @@ fn place_reduction(
     )?))
 }
 
+/// The input column `projection` outputs as `column`, when it passes one on
+/// unchanged (renamed or not); `None` for a computed output.
+fn projected_from(projection: &Projection, column: &Column) -> Option<Column> {
+    let i = projection.schema.index_of_column(column).ok()?;
+    let expr = match &projection.expr[i] {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        expr => expr,
+    };
+    expr.try_as_col().cloned()
+}
+
+/// The column of `alias`'s input that it names `column`.
+fn aliased_from(alias: &SubqueryAlias, column: &Column) -> Option<Column> {
+    let i = alias.schema.index_of_column(column).ok()?;
+    Some(Column::from(alias.input.schema().qualified_field(i)))
+}
+
 /// Whether an aggregation's grouping is `GROUPING SETS`, `CUBE` or `ROLLUP`.
 fn is_grouping_set(group_expr: &[Expr]) -> bool {
     group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_)))
@@ -556,27 +554,14 @@ fn key_source(plan: &LogicalPlan, keys: &[Column]) -> Option<(LogicalPlan, Vec<C
         LogicalPlan::Projection(projection) => {
             let inner = keys
                 .iter()
-                .map(|key| {
-                    let i = projection.schema.index_of_column(key).ok()?;
-                    match &projection.expr[i] {
-                        Expr::Column(c) => Some(c.clone()),
-                        Expr::Alias(alias) => match alias.expr.as_ref() {
-                            Expr::Column(c) => Some(c.clone()),
-                            _ => None,
-                        },
-                        _ => None,
-                    }
-                })
+                .map(|key| projected_from(projection, key))
                 .collect::<Option<Vec<_>>>()?;
             key_source(&projection.input, &inner)
         }
         LogicalPlan::SubqueryAlias(alias) => {
             let inner = keys
                 .iter()
-                .map(|key| {
-                    let i = alias.schema.index_of_column(key).ok()?;
-                    Some(Column::from(alias.input.schema().qualified_field(i)))
-                })
+                .map(|key| aliased_from(alias, key))
                 .collect::<Option<Vec<_>>>()?;
             key_source(&alias.input, &inner)
         }
