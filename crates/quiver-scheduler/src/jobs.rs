@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use ballista_scheduler::scheduler_server::SchedulerServer;
+use ballista_scheduler::state::execution_graph::ExecutionGraph;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use parking_lot::Mutex;
 use quiver_core::api::{
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::history::{HistoryError, HistoryStore};
 use crate::metrics::SchedulerMetrics;
-use crate::observe::{QueryObserver, QueryOwner, observe};
+use crate::observe::{QueryObserver, QueryOwner, QueryRenderer};
 
 /// The Ballista scheduler type Quiver runs.
 pub type Ballista = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
@@ -129,6 +130,7 @@ pub struct JobService {
     scheduler_url: OnceLock<String>,
     token: OnceLock<Option<String>>,
     metrics: SchedulerMetrics,
+    renderer: QueryRenderer,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -176,6 +178,7 @@ impl JobService {
             scheduler_url: OnceLock::new(),
             token: OnceLock::new(),
             metrics,
+            renderer: QueryRenderer::default(),
         });
         service.prune_history().await;
         tracing::info!(
@@ -782,10 +785,7 @@ impl JobService {
                 let running = scheduler.state.task_manager.get_running_job_cache();
                 for cache in running.values() {
                     let graph = cache.execution_graph.read().await;
-                    let executors = self.known_executors(graph.job_id().as_ref());
-                    let (owner, query) = observe(graph.as_ref(), &executors);
-                    drop(graph);
-                    self.query_updated(owner, query);
+                    self.graph_updated(graph.as_ref());
                 }
             }
             self.expire_sessions().await;
@@ -868,6 +868,29 @@ impl JobService {
 }
 
 impl QueryObserver for JobService {
+    fn graph_updated(&self, graph: &dyn ExecutionGraph) {
+        let executors = self.known_executors(graph.job_id().as_ref());
+        let (owner, query) = self.renderer.observe(graph, &executors);
+        self.query_updated(owner, query);
+    }
+
+    fn query_failed_early(&self, query_id: &str, reason: &str) {
+        let mut registry = self.registry.lock();
+        let Some(job_id) = registry.query_jobs.get(query_id).cloned() else {
+            return;
+        };
+        if let Some(job) = registry.active.get_mut(&job_id)
+            && let Some(q) = job.detail.queries.iter_mut().find(|q| q.id == query_id)
+        {
+            q.state = JobState::Failed;
+            q.error = Some(secret::redact(reason).into_owned());
+            q.finished_at = Some(now_ms());
+        }
+    }
+}
+
+impl JobService {
+    /// Records a query's new state in the job it belongs to.
     fn query_updated(&self, owner: QueryOwner, mut query: QueryInfo) {
         let mut registry = self.registry.lock();
         let job_id = match registry.query_jobs.get(&query.id) {
@@ -969,20 +992,6 @@ impl QueryObserver for JobService {
                     let _ = scheduler.cancel_job(q.into()).await;
                 }
             });
-        }
-    }
-
-    fn query_failed_early(&self, query_id: &str, reason: &str) {
-        let mut registry = self.registry.lock();
-        let Some(job_id) = registry.query_jobs.get(query_id).cloned() else {
-            return;
-        };
-        if let Some(job) = registry.active.get_mut(&job_id)
-            && let Some(q) = job.detail.queries.iter_mut().find(|q| q.id == query_id)
-        {
-            q.state = JobState::Failed;
-            q.error = Some(secret::redact(reason).into_owned());
-            q.finished_at = Some(now_ms());
         }
     }
 }

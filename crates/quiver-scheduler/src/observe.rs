@@ -5,6 +5,15 @@
 //! in-memory `JobState` and passes each graph to a [`QueryObserver`] (the job
 //! service), which is how Quiver learns about queries, stages and tasks
 //! without changing Ballista.
+//!
+//! Ballista saves a graph each time one of its stages resolves or finishes,
+//! holding the graph's lock, and only then offers the new stage's tasks to
+//! executors. Rendering is therefore on the path from one stage to the next,
+//! and rendering every stage on every save grows with the square of a
+//! query's stage count: [`QueryRenderer`] renders a stage's plan and sums its
+//! operator metrics once per change of that stage. (At TPC-H's 9 stages or
+//! fewer, the difference was not measurable:
+//! `benches/results/2026-12-01-ab-render-cache/`.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,14 +28,16 @@ use ballista_scheduler::state::execution_stage::ExecutionStage;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use parking_lot::Mutex;
 use quiver_core::api::{JobState as QueryState, Progress, QueryInfo, StageInfo, StageMetrics, TaskInfo};
 use quiver_core::secret;
 use quiver_core::session::quiver_options;
 
 /// Receives Ballista's query graphs.
 pub trait QueryObserver: Send + Sync {
-    /// A query was created or changed. `owner` says which Quiver job it belongs to.
-    fn query_updated(&self, owner: QueryOwner, query: QueryInfo);
+    /// A query's graph was created or changed. Called with the graph's lock
+    /// held (by Ballista, before it launches the next stage): keep it short.
+    fn graph_updated(&self, graph: &dyn ExecutionGraph);
     /// A query failed before it had a graph (planning failed on the scheduler).
     fn query_failed_early(&self, query_id: &str, reason: &str);
 }
@@ -70,10 +81,7 @@ impl ObservedJobState {
     }
 
     fn report(&self, graph: &ExecutionGraphBox) {
-        self.observer.query_updated(
-            QueryOwner::of(graph.as_ref()),
-            query_info(graph.as_ref(), &HashMap::new()),
-        );
+        self.observer.graph_updated(graph.as_ref());
     }
 }
 
@@ -154,12 +162,86 @@ impl JobState for ObservedJobState {
     }
 }
 
-/// Pulls the owner and a [`QueryInfo`] out of a graph.
+/// Turns graphs into [`QueryInfo`] records, remembering what it rendered.
 ///
-/// `executors` remembers which executor ran each task while it was running
-/// (a failed task's status no longer says), keyed by (stage, task).
-pub fn observe(graph: &dyn ExecutionGraph, executors: &HashMap<(usize, usize), String>) -> (QueryOwner, QueryInfo) {
-    (QueryOwner::of(graph), query_info(graph, executors))
+/// A stage's plan text and operator totals change only when the stage
+/// changes state or a task of it ends, so they are kept per stage with the
+/// counts that say so and reused until then. Entries go when their query
+/// ends.
+///
+/// The job service owns one and calls [`QueryRenderer::observe`] for every
+/// graph Ballista saves and every running graph it polls.
+#[derive(Debug, Default)]
+pub struct QueryRenderer {
+    stages: Mutex<HashMap<(String, usize), RenderedStage>>,
+}
+
+/// What rendering a stage produced, and the version of the stage it is for.
+#[derive(Debug, Clone)]
+struct RenderedStage {
+    version: StageVersion,
+    plan: String,
+    metrics: StageMetrics,
+    rows_read: u64,
+}
+
+/// Everything about a stage that changes its plan text or metric totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StageVersion {
+    state: &'static str,
+    attempt: usize,
+    tasks: usize,
+    tasks_ended: usize,
+    metric_sets: Option<usize>,
+}
+
+/// Beyond this many cached stages (queries that never end, say) the cache
+/// starts over rather than grow.
+const MAX_CACHED_STAGES: usize = 10_000;
+
+impl QueryRenderer {
+    /// Pulls the owner and a [`QueryInfo`] out of a graph.
+    ///
+    /// `executors` remembers which executor ran each task while it was
+    /// running (a failed task's status no longer says), keyed by (stage, task).
+    pub fn observe(
+        &self,
+        graph: &dyn ExecutionGraph,
+        executors: &HashMap<(usize, usize), String>,
+    ) -> (QueryOwner, QueryInfo) {
+        (QueryOwner::of(graph), self.query_info(graph, executors))
+    }
+
+    /// Converts a graph into the API's query record.
+    pub fn query_info(&self, graph: &dyn ExecutionGraph, executors: &HashMap<(usize, usize), String>) -> QueryInfo {
+        let info = query_info(graph, executors, &mut |id, stage, parts| {
+            self.render(graph.job_id().as_ref(), id, stage, parts)
+        });
+        if info.state.is_terminal() {
+            self.stages.lock().retain(|(query, _), _| query != &info.id);
+        }
+        info
+    }
+
+    /// Stages whose rendering is kept.
+    pub fn cached_stages(&self) -> usize {
+        self.stages.lock().len()
+    }
+
+    fn render(&self, job_id: &str, id: usize, stage: &ExecutionStage, parts: &StageParts<'_>) -> RenderedStage {
+        let version = parts.version();
+        let key = (job_id.to_owned(), id);
+        if let Some(done) = self.stages.lock().get(&key).filter(|r| r.version == version) {
+            return done.clone();
+        }
+        let rendered = render_stage(stage, parts);
+        let mut stages = self.stages.lock();
+        if stages.len() >= MAX_CACHED_STAGES {
+            stages.clear();
+        }
+        stages.insert(key, rendered.clone());
+        rendered
+    }
 }
 
 fn ms(t: u128) -> Option<u64> {
@@ -170,8 +252,15 @@ fn ms64(t: u64) -> Option<u64> {
     (t > 0).then_some(t)
 }
 
+/// How [`query_info`] gets a stage's plan text and operator totals.
+type RenderStage<'g> = dyn FnMut(usize, &'g ExecutionStage, &StageParts<'g>) -> RenderedStage + 'g;
+
 /// Converts a graph into the API's query record.
-pub fn query_info(graph: &dyn ExecutionGraph, executors: &HashMap<(usize, usize), String>) -> QueryInfo {
+fn query_info<'g>(
+    graph: &'g dyn ExecutionGraph,
+    executors: &HashMap<(usize, usize), String>,
+    render: &mut RenderStage<'g>,
+) -> QueryInfo {
     let status = graph.status();
     let (state, queued_at, started_at, finished_at, error) = match &status.status {
         Some(job_status::Status::Queued(q)) => (QueryState::Queued, ms64(q.queued_at), None, None, None),
@@ -206,7 +295,7 @@ pub fn query_info(graph: &dyn ExecutionGraph, executors: &HashMap<(usize, usize)
     let mut stages = Vec::with_capacity(stage_ids.len());
     let mut progress = Progress::default();
     for id in stage_ids {
-        let stage = stage_info(id, &graph.stages()[&id], executors);
+        let stage = stage_info(id, &graph.stages()[&id], executors, render);
         progress.add(&stage.progress);
         stages.push(stage);
     }
@@ -236,6 +325,20 @@ struct StageParts<'a> {
 }
 
 impl<'a> StageParts<'a> {
+    fn version(&self) -> StageVersion {
+        StageVersion {
+            state: self.state,
+            attempt: self.attempt,
+            tasks: self.tasks.len(),
+            tasks_ended: self
+                .tasks
+                .iter()
+                .filter(|t| !matches!(t.task_status, task_status::Status::Running(_)))
+                .count(),
+            metric_sets: self.metrics.map(<[MetricsSet]>::len),
+        }
+    }
+
     fn of(stage: &'a ExecutionStage) -> Self {
         let base = |state, attempt, partitions, inputs: Vec<usize>| StageParts {
             state,
@@ -286,20 +389,25 @@ impl<'a> StageParts<'a> {
     }
 }
 
-fn stage_info(id: usize, stage: &ExecutionStage, executors: &HashMap<(usize, usize), String>) -> StageInfo {
+fn stage_info<'g>(
+    id: usize,
+    stage: &'g ExecutionStage,
+    executors: &HashMap<(usize, usize), String>,
+    render: &mut RenderStage<'g>,
+) -> StageInfo {
     let parts = StageParts::of(stage);
+    let rendered = render(id, stage, &parts);
     let StageParts {
         state,
         attempt,
         partitions,
         inputs,
         tasks,
-        metrics,
+        metrics: _,
         error,
     } = parts;
     let mut inputs = inputs;
     inputs.sort_unstable();
-    let plan: &dyn ExecutionPlan = stage.plan();
 
     let mut progress = Progress {
         stages_total: 1,
@@ -350,20 +458,14 @@ fn stage_info(id: usize, stage: &ExecutionStage, executors: &HashMap<(usize, usi
     }
     number_attempts(&mut task_list);
 
-    let mut stage_metrics = StageMetrics {
+    let stage_metrics = StageMetrics {
         shuffle_write_bytes,
         shuffle_write_rows,
-        ..StageMetrics::default()
+        ..rendered.metrics
     };
-    if let Some(metrics) = metrics {
-        progress.rows_read = fill_metrics(plan, metrics, &mut stage_metrics);
-    }
+    progress.rows_read = rendered.rows_read;
     progress.bytes_read = stage_metrics.bytes_read;
     progress.bytes_written = stage_metrics.bytes_written;
-    let rendered = match metrics {
-        Some(m) if !m.is_empty() => format_stage_metrics(plan, m),
-        _ => datafusion::physical_plan::displayable(plan).indent(false).to_string(),
-    };
     let mut outputs = stage.output_links().to_vec();
     outputs.sort_unstable();
     StageInfo {
@@ -375,9 +477,27 @@ fn stage_info(id: usize, stage: &ExecutionStage, executors: &HashMap<(usize, usi
         outputs,
         progress,
         metrics: stage_metrics,
-        plan: secret::redact(&rendered).into_owned(),
+        plan: rendered.plan,
         tasks: task_list,
         error,
+    }
+}
+
+/// Renders a stage's plan (with its metrics, once it has some) and sums its
+/// operator metrics.
+fn render_stage(stage: &ExecutionStage, parts: &StageParts<'_>) -> RenderedStage {
+    let plan: &dyn ExecutionPlan = stage.plan();
+    let mut metrics = StageMetrics::default();
+    let rows_read = parts.metrics.map_or(0, |m| fill_metrics(plan, m, &mut metrics));
+    let text = match parts.metrics {
+        Some(m) if !m.is_empty() => format_stage_metrics(plan, m),
+        _ => datafusion::physical_plan::displayable(plan).indent(false).to_string(),
+    };
+    RenderedStage {
+        version: parts.version(),
+        plan: secret::redact(&text).into_owned(),
+        metrics,
+        rows_read,
     }
 }
 
@@ -443,6 +563,10 @@ fn fill_metrics(plan: &dyn ExecutionPlan, metrics: &[MetricsSet], out: &mut Stag
 
 #[cfg(test)]
 mod tests {
+    use ballista_core::extension::SessionConfigExt;
+    use ballista_scheduler::planner::DefaultDistributedPlanner;
+    use ballista_scheduler::state::execution_graph::StaticExecutionGraph;
+
     use super::*;
 
     fn task(partitions: Vec<usize>) -> TaskInfo {
@@ -458,6 +582,62 @@ mod tests {
             duration_ms: None,
             error: None,
         }
+    }
+
+    /// A two-stage graph (aggregate over two partitions) as Ballista plans it.
+    async fn graph() -> StaticExecutionGraph {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        ctx.sql("CREATE TABLE t (k INT, v INT) AS VALUES (1, 10), (2, 20), (1, 30)")
+            .await
+            .unwrap();
+        let plan = ctx
+            .sql("SELECT k, sum(v) FROM t GROUP BY k")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        StaticExecutionGraph::new(
+            "scheduler",
+            &"q1".into(),
+            "job",
+            "session",
+            plan,
+            0,
+            Arc::new(SessionConfig::new_with_ballista()),
+            &mut DefaultDistributedPlanner::new(),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn stages_are_rendered_again_only_when_they_change_and_forgotten_when_the_query_ends() {
+        let renderer = QueryRenderer::default();
+        let mut graph = graph().await;
+        let first = renderer.query_info(&graph, &HashMap::new());
+        assert_eq!(first.stages.len(), 2, "{first:?}");
+        assert_eq!(renderer.cached_stages(), 2);
+        assert!(
+            first.stages.iter().all(|s| s.plan.contains("ShuffleWriterExec")),
+            "{first:?}"
+        );
+        assert_eq!(renderer.query_info(&graph, &HashMap::new()), first);
+
+        // Reviving makes the first stage runnable: its record must say so.
+        assert!(graph.revive());
+        let revived = renderer.query_info(&graph, &HashMap::new());
+        let states: Vec<&str> = revived.stages.iter().map(|s| s.state.as_str()).collect();
+        assert_eq!(states, ["running", "pending"], "{revived:?}");
+        assert_eq!(revived.stages[1].plan, first.stages[1].plan);
+        let cached_state = |id: usize| renderer.stages.lock()[&("q1".to_owned(), id)].version.state;
+        let ids: Vec<usize> = revived.stages.iter().map(|s| s.id).collect();
+        assert_eq!([cached_state(ids[0]), cached_state(ids[1])], ["running", "pending"]);
+
+        graph.fail_job("stopped by the test".into());
+        let failed = renderer.query_info(&graph, &HashMap::new());
+        assert!(failed.state.is_terminal(), "{failed:?}");
+        assert_eq!(renderer.cached_stages(), 0);
     }
 
     #[test]
