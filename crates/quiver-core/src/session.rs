@@ -42,6 +42,23 @@ use crate::optimizer;
 use crate::secret;
 use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
 
+/// Engine settings where Quiver's default differs from Ballista's, each with
+/// what it was measured to do. Every session starts from these; the config
+/// file, `--conf` and `SET` override them (`SHOW ALL` lists the value in force).
+///
+/// * `ballista.optimizer.broadcast_join_threshold_rows`: Ballista broadcasts
+///   a join's build side when its estimate is under 128 MiB
+///   (`broadcast_join_threshold_bytes`) and, for the usual estimate that has
+///   a row count but no byte size, under 1 million rows. DataFusion's filter
+///   estimates assume 20% of rows pass a predicate it cannot bound, so a
+///   selective filter on a large table (TPC-H Q12's 31,000 of 6 million
+///   lineitems, estimated at 1.2 million) is shuffled with its whole other
+///   side instead of broadcast. At 4 million rows, with the byte cap kept,
+///   TPC-H SF1 took 6.5% less time (Q12 25%, Q18 37% less;
+///   `benches/results/2026-12-01-ab-broadcast-rows/`); 8 and 16 million
+///   gained nothing more and broadcast larger sides.
+pub const ENGINE_DEFAULTS: &[(&str, &str)] = &[("ballista.optimizer.broadcast_join_threshold_rows", "4000000")];
+
 /// The scheduler's session builder type (Ballista's `SessionBuilder`).
 pub type SessionBuilder = Arc<dyn Fn(SessionConfig) -> Result<SessionState> + Send + Sync>;
 
@@ -256,6 +273,10 @@ impl SessionFactory {
             .with_ballista_physical_extension_codec(Arc::clone(&self.physical_codec))
             // Operators that run on executors (Delta writes) reach storage through it.
             .with_extension(Arc::clone(&self.storage));
+        for (key, value) in ENGINE_DEFAULTS {
+            // Keys and values are checked by a unit test.
+            let _ = config.options_mut().set(key, value);
+        }
         // Checked in `with_storage`; cannot fail here.
         let _ = apply_settings(&mut config, &self.defaults);
         config
@@ -459,6 +480,28 @@ mod tests {
             Settings::new(),
         )
         .unwrap()
+    }
+
+    fn value_of(config: &SessionConfig, key: &str) -> Option<String> {
+        config.options().entries().into_iter().find(|e| e.key == key)?.value
+    }
+
+    #[test]
+    fn engine_defaults_apply_and_settings_override_them() {
+        let config = factory().base_config();
+        for (key, value) in ENGINE_DEFAULTS {
+            let mut probe = SessionConfig::new_with_ballista();
+            probe.options_mut().set(key, value).expect("a valid engine default");
+            assert_eq!(value_of(&config, key).as_deref(), Some(*value), "{key}");
+        }
+        let key = "ballista.optimizer.broadcast_join_threshold_rows";
+        let overridden = SessionFactory::with_storage(
+            Arc::new(StorageContext::with_defaults(S3Settings::default())),
+            Settings::parse_pairs([format!("{key}=1000")]).unwrap(),
+        )
+        .unwrap()
+        .base_config();
+        assert_eq!(value_of(&overridden, key).as_deref(), Some("1000"));
     }
 
     #[test]
