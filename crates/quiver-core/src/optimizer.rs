@@ -152,17 +152,7 @@ impl OptimizerRule for PushSemiJoinBelowJoins {
         } else {
             return Ok(Transformed::no(plan));
         };
-        let rewritten = Join::try_new(
-            left,
-            right,
-            inner.on.clone(),
-            inner.filter.clone(),
-            JoinType::Inner,
-            inner.join_constraint,
-            inner.null_equality,
-            inner.null_aware,
-        )?;
-        let rewritten = LogicalPlan::Join(rewritten);
+        let rewritten = rejoin(inner, left, right)?;
         Ok(Transformed::yes(match projection {
             None => rewritten,
             Some(p) => LogicalPlan::Projection(Projection::try_new_with_schema(
@@ -408,16 +398,7 @@ impl OptimizerRule for SemiJoinReduction {
             let list = Arc::new(LogicalPlan::SubqueryAlias(list));
             let keys: Vec<Expr> = join.on.iter().map(|(_, right)| right.clone()).collect();
             let right = place_reduction(&join.right, &keys, &list, alias.as_str(), join.null_equality)?;
-            Ok(LogicalPlan::Join(Join::try_new(
-                Arc::clone(&join.left),
-                Arc::new(right),
-                join.on.clone(),
-                join.filter.clone(),
-                join.join_type,
-                join.join_constraint,
-                join.null_equality,
-                join.null_aware,
-            )?))
+            rejoin(join, Arc::clone(&join.left), Arc::new(right))
         };
         // As with the other rules: a rewrite that cannot be built leaves the
         // join as written.
@@ -516,6 +497,20 @@ fn place_reduction(
         JoinConstraint::On,
         null_equality,
         false,
+    )?))
+}
+
+/// `join` over new inputs, with its keys, filter and type unchanged.
+fn rejoin(join: &Join, left: Arc<LogicalPlan>, right: Arc<LogicalPlan>) -> Result<LogicalPlan> {
+    Ok(LogicalPlan::Join(Join::try_new(
+        left,
+        right,
+        join.on.clone(),
+        join.filter.clone(),
+        join.join_type,
+        join.join_constraint,
+        join.null_equality,
+        join.null_aware,
     )?))
 }
 
@@ -707,16 +702,7 @@ fn move_to_scan(
                     None => return Ok(None),
                 }
             };
-            Ok(Some(LogicalPlan::Join(Join::try_new(
-                left,
-                right,
-                join.on.clone(),
-                join.filter.clone(),
-                JoinType::Inner,
-                join.join_constraint,
-                join.null_equality,
-                false,
-            )?)))
+            rejoin(join, left, right).map(Some)
         }
         _ if below_a_join && is_unfiltered_scan(plan) => Ok(Some(moved(plan)?)),
         _ => Ok(None),

@@ -223,18 +223,13 @@ impl QueryRenderer {
         info
     }
 
-    /// Stages whose rendering is kept.
-    pub fn cached_stages(&self) -> usize {
-        self.stages.lock().len()
-    }
-
     fn render(&self, job_id: &str, id: usize, stage: &ExecutionStage, parts: &StageParts<'_>) -> RenderedStage {
         let version = parts.version();
         let key = (job_id.to_owned(), id);
         if let Some(done) = self.stages.lock().get(&key).filter(|r| r.version == version) {
             return done.clone();
         }
-        let rendered = render_stage(stage, parts);
+        let rendered = render_stage(stage, parts, version);
         let mut stages = self.stages.lock();
         if stages.len() >= MAX_CACHED_STAGES {
             stages.clear();
@@ -485,7 +480,7 @@ fn stage_info<'g>(
 
 /// Renders a stage's plan (with its metrics, once it has some) and sums its
 /// operator metrics.
-fn render_stage(stage: &ExecutionStage, parts: &StageParts<'_>) -> RenderedStage {
+fn render_stage(stage: &ExecutionStage, parts: &StageParts<'_>, version: StageVersion) -> RenderedStage {
     let plan: &dyn ExecutionPlan = stage.plan();
     let mut metrics = StageMetrics::default();
     let rows_read = parts.metrics.map_or(0, |m| fill_metrics(plan, m, &mut metrics));
@@ -494,7 +489,7 @@ fn render_stage(stage: &ExecutionStage, parts: &StageParts<'_>) -> RenderedStage
         _ => datafusion::physical_plan::displayable(plan).indent(false).to_string(),
     };
     RenderedStage {
-        version: parts.version(),
+        version,
         plan: secret::redact(&text).into_owned(),
         metrics,
         rows_read,
@@ -617,7 +612,7 @@ mod tests {
         let mut graph = graph().await;
         let first = renderer.query_info(&graph, &HashMap::new());
         assert_eq!(first.stages.len(), 2, "{first:?}");
-        assert_eq!(renderer.cached_stages(), 2);
+        assert_eq!(renderer.stages.lock().len(), 2);
         assert!(
             first.stages.iter().all(|s| s.plan.contains("ShuffleWriterExec")),
             "{first:?}"
@@ -637,7 +632,7 @@ mod tests {
         graph.fail_job("stopped by the test".into());
         let failed = renderer.query_info(&graph, &HashMap::new());
         assert!(failed.state.is_terminal(), "{failed:?}");
-        assert_eq!(renderer.cached_stages(), 0);
+        assert_eq!(renderer.stages.lock().len(), 0);
     }
 
     #[test]
