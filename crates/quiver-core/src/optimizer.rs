@@ -303,7 +303,10 @@ const REDUCTION_ALIAS: &str = "__quiver_reduce";
 /// the scan in `L` the keys are columns of when a constant filter narrows
 /// it (TPC-H Q17's `part` with its brand and container), or else that scan
 /// inner-joined to a constant-filtered dimension through other columns
-/// (TPC-H Q21's lineitems of the suppliers of one nation).
+/// (TPC-H Q21's lineitems of the suppliers of one nation) or semi-joined to
+/// a narrow subquery (TPC-H Q20's partsupp rows of the `forest%` parts).
+/// Such a join is computed again only for an `R` that reads the same table
+/// or aggregates: a filtered scan of another table is usually small.
 ///
 /// Every key `L` can join with is one of `S`'s: the operators of `L` above
 /// `S` (filters, inner and semi joins) only drop rows. A row of
