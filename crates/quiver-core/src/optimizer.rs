@@ -687,23 +687,8 @@ fn scans(plan: &LogicalPlan, table: &TableReference) -> bool {
 
 /// Whether an expression anywhere in `plan` is volatile (`random()`).
 fn is_volatile(plan: &LogicalPlan) -> bool {
-    let mut volatile = false;
-    let _ = plan.apply(|node| {
-        let _ = node.apply_expressions(|expr| {
-            volatile |= expr.is_volatile();
-            Ok(if volatile {
-                TreeNodeRecursion::Stop
-            } else {
-                TreeNodeRecursion::Continue
-            })
-        });
-        Ok(if volatile {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    volatile
+    plan.exists(|node| Ok(node.expressions().iter().any(Expr::is_volatile)))
+        .unwrap_or(false)
 }
 
 /// Whether a filter in a scan chain keeps only a narrow part of the table:
