@@ -3,13 +3,17 @@
 
     benches/tpch/ab.py --a OLD_BINARY --b NEW_BINARY
     benches/tpch/ab.py --a BINARY --b BINARY --b-conf quiver.semi_join_reduction=false --queries 4,21,22
+    benches/tpch/ab.py --a BINARY --b BINARY --b-queries DIR --queries 10,13   # hand-rewritten SQL on B
 
 Each side is a scheduler and two executors (one slot each), as the
 `quiver-cluster` engine of run.py. For every query both sides run in turn
 (A then B, then B then A, ...), one warm-up and `--runs` timed runs each, so
 the machine's noise hits both alike; the report gives each side's median per
-query, the ratio B/A and the servers' peak memory. This is how a change is
-measured before it goes into a run.py report.
+query, the ratio B/A and the servers' peak memory. The warm-up runs'
+answers are compared between the sides (row counts, values to 0.01, as
+run.py does) and a difference is marked in the report. This is how a change
+is measured before it goes into a run.py report; `--b-queries` measures a
+rewrite by hand before a rule is written for it.
 
 Writes the report to --out (markdown) when given, and prints it.
 """
@@ -21,9 +25,18 @@ import statistics
 import subprocess
 import sys
 
-from run import REPO, Server, free_port, http_json, machine, prelude, wait_until
+from run import REPO, Server, free_port, http_json, machine, prelude, read_csv_answer, same_answer, wait_until
 
 QUERIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "queries")
+
+
+def query_text(q, dirs):
+    """TPC-H query `q`'s text from the first of `dirs` that has `q<q>.sql`."""
+    for d in dirs:
+        if d and os.path.exists(os.path.join(d, f"q{q}.sql")):
+            with open(os.path.join(d, f"q{q}.sql")) as f:
+                return f.read()
+    raise SystemExit(f"no q{q}.sql in {', '.join(d for d in dirs if d)}")
 
 
 def query_list(spec):
@@ -53,7 +66,7 @@ class Side:
         wait_until(f"side {tag}'s executors", lambda: len([e for e in http_json(url) if e["state"] == "alive"]) == 2)
 
     def time(self, name, sql):
-        """Seconds the client reported for one run of `sql`, or None when it failed."""
+        """Seconds the client reported for one run of `sql` and its answer's rows, or (None, None) when it failed."""
         path = os.path.join(self.work, f"{self.tag}-{name}.sql")
         with open(path, "w") as f:
             f.write(sql)
@@ -64,8 +77,8 @@ class Side:
         times = re.findall(r"^Time: ([0-9.]+)s$", out.stderr, re.M)
         if out.returncode != 0 or not times:
             print(f"side {self.tag}, {name} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
-            return None
-        return float(times[-1])
+            return None, None
+        return float(times[-1]), read_csv_answer(out.stdout)[1]
 
     def peak_mib(self):
         return sum(s.peak() for s in self.servers) / 2**20
@@ -81,6 +94,8 @@ def main():
     p.add_argument("--b", required=True, help="side B's quiver binary (may be A's, with other --b-conf)")
     p.add_argument("--a-conf", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--b-conf", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--b-queries", metavar="DIR",
+                   help="side B runs DIR/qN.sql instead of the standard query where DIR has one")
     p.add_argument("--queries", default="1-22")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--data", default=os.path.join(REPO, "benches", "data", "sf1"),
@@ -97,23 +112,33 @@ def main():
     try:
         sides = [Side("A", args.a, args.a_conf, work), Side("B", args.b, args.b_conf, work)]
         pre = prelude(args.data)
-        rows, totals = [], {"A": 0.0, "B": 0.0}
+        rows, totals, differ, unchecked = [], {"A": 0.0, "B": 0.0}, [], []
         for q in query_list(args.queries):
-            with open(os.path.join(QUERIES, f"q{q}.sql")) as f:
-                sql = pre + f.read().strip().rstrip(";") + ";\n"
-            times = {"A": [], "B": []}
+            sql = {tag: pre + query_text(q, dirs).strip().rstrip(";") + ";\n"
+                   for tag, dirs in (("A", [QUERIES]), ("B", [args.b_queries, QUERIES]))}
+            times, answers = {"A": [], "B": []}, {}
             for r in range(args.runs + 1):
                 for side in (sides if r % 2 == 0 else sides[::-1]):
-                    t = side.time(f"q{q}", sql)
-                    if r > 0 and t is not None:
+                    t, answer = side.time(f"q{q}", sql[side.tag])
+                    if r == 0:
+                        answers[side.tag] = answer
+                    elif t is not None:
                         times[side.tag].append(t)
             if not times["A"] or not times["B"]:
                 rows.append(f"| q{q} | failed | failed | – |")
                 continue
+            mark = ""
+            if answers.get("A") is not None and answers.get("B") is not None:
+                same, why = same_answer(answers["A"], answers["B"])
+                if not same:
+                    mark = " ✗"
+                    differ.append(f"q{q}: {why}")
+            else:
+                unchecked.append(f"q{q}")
             a, b = statistics.median(times["A"]), statistics.median(times["B"])
             totals["A"] += a
             totals["B"] += b
-            rows.append(f"| q{q} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
+            rows.append(f"| q{q}{mark} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
             print(rows[-1], file=sys.stderr, flush=True)
         m = machine()
         lines = [
@@ -123,8 +148,8 @@ def main():
             f"{m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB; median of {args.runs} interleaved runs after "
             "1 warm-up; seconds.",
             "",
-            f"A: `{args.a}` {' '.join(args.a_conf)}  ",
-            f"B: `{args.b}` {' '.join(args.b_conf)}",
+            " ".join([f"A: `{args.a}`", *args.a_conf]) + "  ",
+            " ".join([f"B: `{args.b}`", *args.b_conf] + ([f"queries from `{args.b_queries}`"] if args.b_queries else [])),
             "",
             "| query | A | B | B/A |",
             "|---|---|---|---|",
@@ -133,6 +158,10 @@ def main():
             "",
             f"Peak memory of the servers (scheduler + 2 executors): A {sides[0].peak_mib():.0f} MiB, "
             f"B {sides[1].peak_mib():.0f} MiB.",
+            "",
+            ("✗: the sides' answers differ: " + "; ".join(differ) + "." if differ
+             else "Both sides gave the same answers (row counts, values to 0.01)."),
+            *([f"Not compared (a warm-up run failed): {', '.join(unchecked)}."] if unchecked else []),
         ]
         report = "\n".join(lines) + "\n"
         print(report)
