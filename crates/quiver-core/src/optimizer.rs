@@ -325,9 +325,9 @@ const REDUCTION_ALIAS: &str = "__quiver_reduce";
 /// decision, made from DataFusion's estimates: at TPC-H SF10 Q21's key lists
 /// (1.5 million keys, 12 MiB) are estimated at 475 MB, over the 128 MiB
 /// budget, so `R` is shuffled in full anyway and the lists only add work
-/// (4.6 s to 6.1 s; `benches/results/2026-12-01-sf10-key-source/`).
-/// `R` that is itself a constant-filtered scan is left as it is. `SET quiver.semi_join_reduction =
-/// false` turns the rule off.
+/// (4.6 s to 6.1 s; `benches/results/2026-12-01-sf10-key-source/`). `R`
+/// that is itself a constant-filtered scan is left as it is. `SET
+/// quiver.semi_join_reduction = false` turns the rule off.
 ///
 /// ```
 /// use datafusion::prelude::SessionContext;
