@@ -35,7 +35,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, NullEquality, Result, TableReference};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, Join, JoinConstraint, JoinType, LogicalPlan, Operator, Projection, SubqueryAlias,
+    BinaryExpr, Expr, Join, JoinConstraint, JoinType, LogicalPlan, Operator, Projection, SubqueryAlias, TableScan,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -403,8 +403,8 @@ impl OptimizerRule for SemiJoinReduction {
         // of another table (Q16's suppliers with complaints, 4 rows; that
         // reduction took 30% longer).
         if scan_chain(&source).is_none()
-            && let Some(table) = scanned_table(&join.right)
-            && !scans(&source, &table)
+            && let Some((scan, _)) = chain_scan(&join.right)
+            && !scans(&source, &scan.table_name)
         {
             return Ok(Transformed::no(plan));
         }
@@ -672,17 +672,6 @@ fn holds_narrowing_scan(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// The table a chain of projections, filters and aliases over one scan reads.
-fn scanned_table(plan: &LogicalPlan) -> Option<TableReference> {
-    match plan {
-        LogicalPlan::TableScan(scan) => Some(scan.table_name.clone()),
-        LogicalPlan::Projection(projection) => scanned_table(&projection.input),
-        LogicalPlan::SubqueryAlias(alias) => scanned_table(&alias.input),
-        LogicalPlan::Filter(filter) => scanned_table(&filter.input),
-        _ => None,
-    }
-}
-
 /// Whether `plan` scans `table` somewhere.
 fn scans(plan: &LogicalPlan, table: &TableReference) -> bool {
     plan.exists(|node| Ok(matches!(node, LogicalPlan::TableScan(scan) if &scan.table_name == table)))
@@ -848,13 +837,21 @@ fn is_unfiltered_scan(plan: &LogicalPlan) -> bool {
 /// whether a filter in it keeps only rows matching constants. `None` for any
 /// other plan.
 fn scan_chain(plan: &LogicalPlan) -> Option<bool> {
+    let (scan, predicates) = chain_scan(plan)?;
+    Some(scan.filters.iter().chain(predicates).any(matches_constants))
+}
+
+/// The table scan under a chain of projections, filters and aliases, and the
+/// chain's filter predicates. `None` for any other plan.
+fn chain_scan(plan: &LogicalPlan) -> Option<(&TableScan, Vec<&Expr>)> {
     match plan {
-        LogicalPlan::TableScan(scan) => Some(scan.filters.iter().any(matches_constants)),
-        LogicalPlan::Projection(projection) => scan_chain(&projection.input),
-        LogicalPlan::SubqueryAlias(alias) => scan_chain(&alias.input),
+        LogicalPlan::TableScan(scan) => Some((scan, Vec::new())),
+        LogicalPlan::Projection(projection) => chain_scan(&projection.input),
+        LogicalPlan::SubqueryAlias(alias) => chain_scan(&alias.input),
         LogicalPlan::Filter(filter) => {
-            let below = scan_chain(&filter.input)?;
-            Some(below || matches_constants(&filter.predicate))
+            let (scan, mut predicates) = chain_scan(&filter.input)?;
+            predicates.push(&filter.predicate);
+            Some((scan, predicates))
         }
         _ => None,
     }
