@@ -4,6 +4,7 @@
     benches/tpch/ab.py --a OLD_BINARY --b NEW_BINARY
     benches/tpch/ab.py --a BINARY --b BINARY --b-conf quiver.semi_join_reduction=false --queries 4,21,22
     benches/tpch/ab.py --a BINARY --b BINARY --b-queries DIR --queries 10,13   # hand-rewritten SQL on B
+    benches/tpch/ab.py --a BINARY --b BINARY --b-conf quiver.shared_footer_cache=false --s3   # data in S3
 
 Each side is a scheduler and two executors (one slot each), as the
 `quiver-cluster` engine of run.py. For every query both sides run in turn
@@ -13,7 +14,8 @@ query, the ratio B/A and the servers' peak memory. The warm-up runs'
 answers are compared between the sides (row counts, values to 0.01, as
 run.py does) and a difference is marked in the report. This is how a change
 is measured before it goes into a run.py report; `--b-queries` measures a
-rewrite by hand before a rule is written for it.
+rewrite by hand before a rule is written for it. With `--s3` both sides
+read the data from one s3s-fs server, as run.py's `quiver-cluster-s3` does.
 
 Writes the report to --out (markdown) when given, and prints it.
 """
@@ -25,7 +27,7 @@ import statistics
 import subprocess
 import sys
 
-from run import REPO, Server, free_port, http_json, machine, prelude, read_csv_answer, same_answer, wait_until
+from run import REPO, Server, free_port, http_json, machine, prelude, read_csv_answer, same_answer, start_s3, wait_until
 
 QUERIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "queries")
 
@@ -51,10 +53,10 @@ def query_list(spec):
 
 
 class Side:
-    def __init__(self, tag, binary, conf, work):
-        self.tag, self.binary, self.conf, self.work = tag, binary, conf, work
+    def __init__(self, tag, binary, conf, work, s3_env):
+        self.tag, self.binary, self.conf, self.work, self.s3_env = tag, binary, conf, work, s3_env
         self.port = free_port()
-        env = dict(os.environ, QUIVER_LOG="warn")
+        env = dict(os.environ, QUIVER_LOG="warn", **s3_env)
         self.servers = [Server(f"{tag}-scheduler", [binary, "scheduler", "--bind", "127.0.0.1", "--port", str(self.port),
                                                     "--external-host", "127.0.0.1"], work, env)]
         for i in range(2):
@@ -73,7 +75,7 @@ class Side:
         cmd = [self.binary, "sql", "--scheduler", f"127.0.0.1:{self.port}", "-f", path, "--format", "csv", "--timing"]
         for kv in self.conf:
             cmd += ["--conf", kv]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, QUIVER_LOG="error"))
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, QUIVER_LOG="error", **self.s3_env))
         times = re.findall(r"^Time: ([0-9.]+)s$", out.stderr, re.M)
         if out.returncode != 0 or not times:
             print(f"side {self.tag}, {name} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
@@ -100,6 +102,8 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--data", default=os.path.join(REPO, "benches", "data", "sf1"),
                    help="TPC-H Parquet (run.py generates it)")
+    p.add_argument("--s3", action="store_true",
+                   help="read the data through an S3 server (s3s-fs, shared by both sides), as quiver-cluster-s3 does")
     p.add_argument("--out", help="write the report here (markdown)")
     args = p.parse_args()
     if not os.path.isdir(os.path.join(args.data, "lineitem")):
@@ -108,10 +112,15 @@ def main():
 
     work = os.path.join(REPO, "benches", "work", "ab")
     os.makedirs(work, exist_ok=True)
-    sides = []
+    sides, servers = [], []
     try:
-        sides = [Side("A", args.a, args.a_conf, work), Side("B", args.b, args.b_conf, work)]
-        pre = prelude(args.data)
+        s3_env, location = {}, args.data
+        if args.s3:
+            server, _, s3_env = start_s3(args.data, work)
+            servers.append(server)
+            location = "s3://tpch"
+        sides = [Side("A", args.a, args.a_conf, work, s3_env), Side("B", args.b, args.b_conf, work, s3_env)]
+        pre = prelude(location)
         rows, totals, differ, unchecked = [], {"A": 0.0, "B": 0.0}, [], []
         for q in query_list(args.queries):
             sql = {tag: pre + query_text(q, dirs).strip().rstrip(";") + ";\n"
@@ -146,7 +155,7 @@ def main():
             "",
             f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
             f"{m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB; median of {args.runs} interleaved runs after "
-            "1 warm-up; seconds.",
+            "1 warm-up; seconds" + ("; data in an s3s-fs S3 server" if args.s3 else "") + ".",
             "",
             " ".join([f"A: `{args.a}`", *args.a_conf]) + "  ",
             " ".join([f"B: `{args.b}`", *args.b_conf] + ([f"queries from `{args.b_queries}`"] if args.b_queries else [])),
@@ -171,6 +180,8 @@ def main():
                 f.write(report)
     finally:
         for s in sides:
+            s.stop()
+        for s in servers:
             s.stop()
 
 

@@ -294,47 +294,56 @@ class QuiverCluster(CliEngine):
         return cmd if answer else cmd + ["--timing"]
 
 
+def start_s3(data, work):
+    """An s3s-fs server on a free port with `data` uploaded to s3://tpch: its Server, port and client env."""
+    server = which("s3s-fs", [os.path.expanduser("~/.cargo/bin")])
+    if not server:
+        raise SystemExit("s3s-fs is needed for S3 runs: cargo install s3s-fs@0.14.1 --locked --features binary")
+    root = os.path.join(work, "s3")
+    shutil.rmtree(root, ignore_errors=True)
+    # s3s-fs serves <root>/<bucket>/<key> from disk.
+    os.makedirs(os.path.join(root, "tpch"))
+    port = free_port()
+    proc = Server("s3s-fs", [server, "--host", "127.0.0.1", "--port", str(port),
+                             "--access-key", S3_KEY, "--secret-key", S3_SECRET, root], work)
+    wait_until("s3s-fs", lambda: socket.create_connection(("127.0.0.1", port), 1) and True)
+    upload(data, port)
+    env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    return proc, port, env
+
+
+def upload(data, port):
+    """Puts the Parquet files through the S3 API, as a user would.
+
+    s3s-fs keeps an object's ETag only when the object was written through
+    it; for a file copied into its directory it hashes the whole file on
+    every GET and HEAD, which made each ranged Parquet read cost a full
+    MD5 of a 58 MB file (Q1 took 9 s).
+    """
+    import boto3  # installed with moto[server]
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                      aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET)
+    t0 = time.time()
+    for dirpath, _, files in os.walk(data):
+        for f in sorted(files):
+            path = os.path.join(dirpath, f)
+            key = os.path.relpath(path, data)
+            with open(path, "rb") as body:
+                s3.put_object(Bucket="tpch", Key=key, Body=body)
+    log(f"uploaded {data} to s3://tpch in {time.time() - t0:.1f} s")
+
+
 class QuiverClusterS3(QuiverCluster):
     name = "quiver-cluster-s3"
 
     def start(self):
-        server = which("s3s-fs", [os.path.expanduser("~/.cargo/bin")])
-        if not server:
-            raise SystemExit("s3s-fs is needed for quiver-cluster-s3: cargo install s3s-fs@0.14.1 --locked --features binary")
-        root = os.path.join(self.work, "s3")
-        shutil.rmtree(root, ignore_errors=True)
-        # s3s-fs serves <root>/<bucket>/<key> from disk.
-        os.makedirs(os.path.join(root, "tpch"))
-        self.s3_port = free_port()
-        self.servers.append(Server("s3s-fs", [server, "--host", "127.0.0.1", "--port", str(self.s3_port),
-                                              "--access-key", S3_KEY, "--secret-key", S3_SECRET, root], self.work))
-        wait_until("s3s-fs", lambda: socket.create_connection(("127.0.0.1", self.s3_port), 1) and True)
-        self.upload(root)
+        server, _, self.env_s3 = start_s3(self.args.data, self.work)
+        self.servers.append(server)
         super().start()
 
-    def upload(self, root):
-        """Puts the Parquet files through the S3 API, as a user would.
-
-        s3s-fs keeps an object's ETag only when the object was written through
-        it; for a file copied into its directory it hashes the whole file on
-        every GET and HEAD, which made each ranged Parquet read cost a full
-        MD5 of a 58 MB file (Q1 took 9 s).
-        """
-        import boto3  # installed with moto[server]
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.s3_port}", region_name="us-east-1",
-                          aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET)
-        t0 = time.time()
-        for dirpath, _, files in os.walk(self.args.data):
-            for f in sorted(files):
-                path = os.path.join(dirpath, f)
-                key = os.path.relpath(path, self.args.data)
-                with open(path, "rb") as body:
-                    s3.put_object(Bucket="tpch", Key=key, Body=body)
-        log(f"uploaded {self.args.data} to s3://tpch in {time.time() - t0:.1f} s")
-
     def s3_env(self):
-        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}"}
+        return self.env_s3
 
     def location(self):
         return "s3://tpch"
