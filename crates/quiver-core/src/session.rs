@@ -31,6 +31,10 @@ use ballista_core::{ConfigProducer, RuntimeProducer};
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, DEFAULT_METADATA_CACHE_LIMIT, FileMetadataCache,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -101,6 +105,10 @@ pub struct QuiverOptions {
     /// [`SemiJoinReduction`](optimizer::SemiJoinReduction) narrow the
     /// subquery side of semi and anti joins.
     pub semi_join_reduction: bool,
+    /// `quiver.shared_footer_cache`: let an executor's tasks share the
+    /// Parquet footers it has read, across jobs (see
+    /// [`SessionFactory::runtime_producer`]).
+    pub shared_footer_cache: bool,
 }
 
 impl Default for QuiverOptions {
@@ -111,6 +119,7 @@ impl Default for QuiverOptions {
             delta_retention_check: true,
             join_filtered_dimensions_first: true,
             semi_join_reduction: true,
+            shared_footer_cache: true,
         }
     }
 }
@@ -132,6 +141,10 @@ const QUIVER_KEYS: &[(&str, &str)] = &[
     (
         "semi_join_reduction",
         "narrow the subquery side of EXISTS, IN and NOT EXISTS joins to the keys a constant-filtered outer table holds",
+    ),
+    (
+        "shared_footer_cache",
+        "let an executor's tasks reuse the Parquet footers it read for earlier jobs, checked against each file's size and modification time",
     ),
 ];
 
@@ -162,6 +175,7 @@ impl ExtensionOptions for QuiverOptions {
                 self.join_filtered_dimensions_first = parse_flag(key, value.as_deref())?
             }
             "semi_join_reduction" => self.semi_join_reduction = parse_flag(key, value.as_deref())?,
+            "shared_footer_cache" => self.shared_footer_cache = parse_flag(key, value.as_deref())?,
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting 'quiver.{key}': known quiver settings are {}",
@@ -183,6 +197,7 @@ impl ExtensionOptions for QuiverOptions {
             Some(self.delta_retention_check.to_string()),
             Some(self.join_filtered_dimensions_first.to_string()),
             Some(self.semi_join_reduction.to_string()),
+            Some(self.shared_footer_cache.to_string()),
         ]
         .into_iter()
         .zip(QUIVER_KEYS)
@@ -284,6 +299,16 @@ impl SessionFactory {
 
     /// A runtime for a session: object stores resolved through Quiver's registry.
     pub fn runtime_env(&self, config: &SessionConfig, temp_dir: Option<PathBuf>) -> Result<Arc<RuntimeEnv>> {
+        self.runtime_env_with_footers(config, temp_dir, None)
+    }
+
+    /// [`Self::runtime_env`] whose Parquet footer cache is `footers` when given.
+    fn runtime_env_with_footers(
+        &self,
+        config: &SessionConfig,
+        temp_dir: Option<PathBuf>,
+        footers: Option<Arc<FileMetadataCache>>,
+    ) -> Result<Arc<RuntimeEnv>> {
         let options = config
             .options()
             .extensions
@@ -294,6 +319,9 @@ impl SessionFactory {
         let mut builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(registry));
         if let Some(dir) = temp_dir {
             builder = builder.with_temp_file_path(dir);
+        }
+        if let Some(footers) = footers {
+            builder = builder.with_cache_manager(CacheManagerConfig::default().with_file_metadata_cache(Some(footers)));
         }
         Ok(Arc::new(builder.build()?))
     }
@@ -332,11 +360,29 @@ impl SessionFactory {
     }
 
     /// The executors' runtime producer; spill files go under `work_dir`.
+    ///
+    /// Ballista shares a runtime between the tasks of one session, so a
+    /// Parquet file's footer (its schema, row groups and statistics) is read
+    /// and decoded once per job and executor. Every runtime this producer
+    /// makes shares one footer cache instead, so later jobs over the same
+    /// files (a scheduled DAG, a dashboard, each `quiver sql` run) skip that
+    /// work, as one long-lived DataFusion process does. An entry is used only
+    /// while the file has the size and modification time it was read with,
+    /// and the cache holds at most DataFusion's default of 50 MiB, least
+    /// recently used first out. `quiver.shared_footer_cache = false` gives a
+    /// session a cache of its own.
     pub fn runtime_producer(&self, work_dir: Option<PathBuf>) -> RuntimeProducer {
         let factory = self.clone();
+        let footers: Arc<FileMetadataCache> =
+            Arc::new(DefaultCache::new(DEFAULT_METADATA_CACHE_LIMIT).with_name("QuiverExecutorFooterCache"));
         Arc::new(move |config: &SessionConfig| {
             register_session_secrets(config);
-            factory.runtime_env(config, work_dir.clone())
+            let shared = config
+                .options()
+                .extensions
+                .get::<QuiverOptions>()
+                .is_none_or(|options| options.shared_footer_cache);
+            factory.runtime_env_with_footers(config, work_dir.clone(), shared.then(|| Arc::clone(&footers)))
         })
     }
 
@@ -547,6 +593,7 @@ mod tests {
             .set("quiver.join_filtered_dimensions_first", "FALSE")
             .unwrap();
         config.options_mut().set("quiver.semi_join_reduction", "false").unwrap();
+        config.options_mut().set("quiver.shared_footer_cache", "false").unwrap();
         let pairs: Vec<_> = config
             .options()
             .entries()
@@ -565,11 +612,54 @@ mod tests {
         assert!(!q.delta_retention_check);
         assert!(!q.join_filtered_dimensions_first);
         assert!(!q.semi_join_reduction);
+        assert!(!q.shared_footer_cache);
         let err = other
             .options_mut()
             .set("quiver.delta_retention_check", "maybe")
             .unwrap_err();
         assert!(err.to_string().contains("takes true or false, not 'maybe'"), "{err}");
+    }
+
+    /// A job reading a Parquet file through one executor runtime leaves its
+    /// footer for the next job's runtime, unless that job opts out.
+    #[tokio::test]
+    async fn executor_runtimes_share_parquet_footers_across_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.parquet");
+        let writer = factory().local_context(&Settings::new()).unwrap();
+        writer
+            .sql(&format!(
+                "COPY (SELECT 1 AS a) TO '{}' STORED AS PARQUET",
+                file.display()
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+
+        let producer = factory().runtime_producer(None);
+        let first = producer(&factory().base_config()).unwrap();
+        let job = SessionContext::new_with_config_rt(factory().base_config(), Arc::clone(&first));
+        job.register_parquet("t", file.display().to_string(), Default::default())
+            .await
+            .unwrap();
+        let rows = job
+            .sql("SELECT count(*) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(rows[0].num_rows(), 1);
+        assert!(!first.cache_manager.get_file_metadata_cache().is_empty());
+
+        let next = producer(&factory().base_config()).unwrap();
+        assert_eq!(next.cache_manager.get_file_metadata_cache().len(), 1);
+        let mut own = factory().base_config();
+        own.options_mut().set("quiver.shared_footer_cache", "false").unwrap();
+        let separate = producer(&own).unwrap();
+        assert!(separate.cache_manager.get_file_metadata_cache().is_empty());
     }
 
     #[tokio::test]
