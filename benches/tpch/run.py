@@ -375,6 +375,9 @@ class BallistaVanilla(CliEngine):
         self.port = free_port()
         t0 = time.time()
         self.servers.append(Server(f"{self.name}-scheduler", [tool, "scheduler", "--port", str(self.port)], self.work))
+        # Ballista's executor exits when its first registration fails, so the
+        # scheduler must be listening before the executors start.
+        wait_until("the Ballista scheduler", lambda: port_open(self.port))
         flight_ports = [free_port() for _ in range(2)]
         for i, flight in enumerate(flight_ports):
             self.servers.append(Server(f"{self.name}-executor{i}", [
