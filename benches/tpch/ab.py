@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 
-from run import REPO, Server, free_port, http_json, machine, prelude, read_csv_answer, same_answer, start_s3, wait_until
+from run import REPO, machine, prelude, read_csv_answer, same_answer, start_cluster, start_s3
 
 QUERIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "queries")
 
@@ -55,17 +55,7 @@ def query_list(spec):
 class Side:
     def __init__(self, tag, binary, conf, work, s3_env):
         self.tag, self.binary, self.conf, self.work, self.s3_env = tag, binary, conf, work, s3_env
-        self.port = free_port()
-        env = dict(os.environ, QUIVER_LOG="warn", **s3_env)
-        self.servers = [Server(f"{tag}-scheduler", [binary, "scheduler", "--bind", "127.0.0.1", "--port", str(self.port),
-                                                    "--external-host", "127.0.0.1"], work, env)]
-        for i in range(2):
-            self.servers.append(Server(f"{tag}-executor{i}", [
-                binary, "executor", "--scheduler", f"127.0.0.1:{self.port}", "--bind", "127.0.0.1",
-                "--external-host", "127.0.0.1", "--flight-port", str(free_port()), "--grpc-port", str(free_port()),
-                "--health-port", "0", "--slots", "1", "--work-dir", os.path.join(work, f"{tag}-exec{i}")], work, env))
-        url = f"http://127.0.0.1:{self.port}/api/v1/executors"
-        wait_until(f"side {tag}'s executors", lambda: len([e for e in http_json(url) if e["state"] == "alive"]) == 2)
+        self.servers, self.port = start_cluster(binary, tag, work, s3_env)
 
     def time(self, name, sql):
         """Seconds the client reported for one run of `sql` and its answer's rows, or (None, None) when it failed."""
@@ -116,7 +106,7 @@ def main():
     try:
         s3_env, location = {}, args.data
         if args.s3:
-            server, _, s3_env = start_s3(args.data, work)
+            server, s3_env = start_s3(args.data, work)
             servers.append(server)
             location = "s3://tpch"
         sides = [Side("A", args.a, args.a_conf, work, s3_env), Side("B", args.b, args.b_conf, work, s3_env)]

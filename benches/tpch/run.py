@@ -207,24 +207,39 @@ class CliEngine:
             s.stop()
 
 
+def start_cluster(binary, name, work, extra_env, executor_memory=None):
+    """A Quiver scheduler and two executors (one slot each) on free ports, once both executors are alive.
+
+    Returns the servers and the scheduler's port; `extra_env` (S3 credentials) goes to every process.
+    """
+    port = free_port()
+    env = dict(os.environ, QUIVER_LOG="warn", **extra_env)
+    servers = [Server(f"{name}-scheduler", [binary, "scheduler", "--bind", "127.0.0.1", "--port", str(port),
+                                            "--external-host", "127.0.0.1"], work, env)]
+    for i in range(2):
+        cmd = [binary, "executor", "--scheduler", f"127.0.0.1:{port}", "--bind", "127.0.0.1", "--external-host", "127.0.0.1",
+               "--flight-port", str(free_port()), "--grpc-port", str(free_port()), "--health-port", "0",
+               "--slots", "1", "--work-dir", os.path.join(work, f"{name}-exec{i}")]
+        if executor_memory:
+            cmd += ["--memory-limit", executor_memory]
+        servers.append(Server(f"{name}-executor{i}", cmd, work, env))
+    url = f"http://127.0.0.1:{port}/api/v1/executors"
+    try:
+        wait_until(f"{name}'s executors", lambda: len([e for e in http_json(url) if e["state"] == "alive"]) == 2)
+    except SystemExit:
+        for server in servers:
+            server.stop()
+        raise
+    return servers, port
+
+
 class QuiverCluster(CliEngine):
     name = "quiver-cluster"
 
     def start(self):
-        q = self.args.quiver
-        self.port = free_port()
         t0 = time.time()
-        env = dict(os.environ, QUIVER_LOG="warn", **self.s3_env())
-        self.servers.append(Server(f"{self.name}-scheduler", [q, "scheduler", "--bind", "127.0.0.1", "--port", str(self.port), "--external-host", "127.0.0.1"], self.work, env))
-        for i in range(2):
-            cmd = [q, "executor", "--scheduler", f"127.0.0.1:{self.port}", "--bind", "127.0.0.1", "--external-host", "127.0.0.1",
-                   "--flight-port", str(free_port()), "--grpc-port", str(free_port()), "--health-port", "0",
-                   "--slots", "1", "--work-dir", os.path.join(self.work, f"{self.name}-exec{i}")]
-            if self.args.executor_memory:
-                cmd += ["--memory-limit", self.args.executor_memory]
-            self.servers.append(Server(f"{self.name}-executor{i}", cmd, self.work, env))
-        url = f"http://127.0.0.1:{self.port}/api/v1/executors"
-        wait_until("Quiver executors", lambda: len([e for e in http_json(url) if e["state"] == "alive"]) == 2)
+        servers, self.port = start_cluster(self.args.quiver, self.name, self.work, self.s3_env(), self.args.executor_memory)
+        self.servers += servers
         self.start_seconds = time.time() - t0
 
     def s3_env(self):
@@ -295,7 +310,7 @@ class QuiverCluster(CliEngine):
 
 
 def start_s3(data, work):
-    """An s3s-fs server on a free port with `data` uploaded to s3://tpch: its Server, port and client env."""
+    """An s3s-fs server on a free port with `data` uploaded to s3://tpch: its Server and the clients' env."""
     server = which("s3s-fs", [os.path.expanduser("~/.cargo/bin")])
     if not server:
         raise SystemExit("s3s-fs is needed for S3 runs: cargo install s3s-fs@0.14.1 --locked --features binary")
@@ -310,7 +325,7 @@ def start_s3(data, work):
     upload(data, port)
     env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    return proc, port, env
+    return proc, env
 
 
 def upload(data, port):
@@ -338,7 +353,7 @@ class QuiverClusterS3(QuiverCluster):
     name = "quiver-cluster-s3"
 
     def start(self):
-        server, _, self.env_s3 = start_s3(self.args.data, self.work)
+        server, self.env_s3 = start_s3(self.args.data, self.work)
         self.servers.append(server)
         super().start()
 
