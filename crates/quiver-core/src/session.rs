@@ -36,6 +36,7 @@ use datafusion::execution::cache::cache_manager::{
 };
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::disk_manager::{DiskManager, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
@@ -299,14 +300,24 @@ impl SessionFactory {
 
     /// A runtime for a session: object stores resolved through Quiver's registry.
     pub fn runtime_env(&self, config: &SessionConfig, temp_dir: Option<PathBuf>) -> Result<Arc<RuntimeEnv>> {
-        self.runtime_env_with_footers(config, temp_dir, None)
+        let spill = match temp_dir {
+            Some(dir) => Some(Arc::new(
+                DiskManager::builder()
+                    .with_mode(DiskManagerMode::Directories(vec![dir]))
+                    .build()?,
+            )),
+            None => None,
+        };
+        self.runtime_env_with(config, spill, None)
     }
 
-    /// [`Self::runtime_env`] whose Parquet footer cache is `footers` when given.
-    fn runtime_env_with_footers(
+    /// [`Self::runtime_env`] that spills through `spill` (DataFusion's
+    /// default disk manager when `None`) and whose Parquet footer cache is
+    /// `footers` when given.
+    fn runtime_env_with(
         &self,
         config: &SessionConfig,
-        temp_dir: Option<PathBuf>,
+        spill: Option<Arc<DiskManager>>,
         footers: Option<Arc<FileMetadataCache>>,
     ) -> Result<Arc<RuntimeEnv>> {
         let options = config
@@ -317,9 +328,7 @@ impl SessionFactory {
             .unwrap_or_default();
         let registry = QuiverObjectStoreRegistry::new(options, Arc::clone(&self.storage));
         let mut builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(registry));
-        if let Some(dir) = temp_dir {
-            builder = builder.with_temp_file_path(dir);
-        }
+        builder.disk_manager = spill;
         if let Some(footers) = footers {
             builder = builder.with_cache_manager(CacheManagerConfig::default().with_file_metadata_cache(Some(footers)));
         }
@@ -371,10 +380,18 @@ impl SessionFactory {
     /// and the cache holds at most DataFusion's default of 50 MiB, least
     /// recently used first out. `quiver.shared_footer_cache = false` gives a
     /// session a cache of its own.
+    ///
+    /// They also share one disk manager, made on the first call: Ballista
+    /// asks for a runtime at every task launch just to decode the task's
+    /// plan, and a disk manager over `work_dir` creates a directory there when
+    /// built and removes it when dropped. Everything else (object store
+    /// registry, file listing and statistics caches) is made per call, as
+    /// before, so nothing a session lists or sets reaches another session.
     pub fn runtime_producer(&self, work_dir: Option<PathBuf>) -> RuntimeProducer {
         let factory = self.clone();
         let footers: Arc<FileMetadataCache> =
             Arc::new(DefaultCache::new(DEFAULT_METADATA_CACHE_LIMIT).with_name("QuiverExecutorFooterCache"));
+        let spill = SharedDiskManager::new(work_dir);
         Arc::new(move |config: &SessionConfig| {
             register_session_secrets(config);
             let shared = config
@@ -382,7 +399,7 @@ impl SessionFactory {
                 .extensions
                 .get::<QuiverOptions>()
                 .is_none_or(|options| options.shared_footer_cache);
-            factory.runtime_env_with_footers(config, work_dir.clone(), shared.then(|| Arc::clone(&footers)))
+            factory.runtime_env_with(config, spill.get()?, shared.then(|| Arc::clone(&footers)))
         })
     }
 
@@ -496,12 +513,42 @@ pub fn apply_settings(config: &mut SessionConfig, settings: &Settings) -> std::r
 }
 
 fn register_session_secrets(config: &SessionConfig) {
-    for entry in config.options().entries() {
-        if let Some(value) = &entry.value
-            && secret::is_secret_key(&entry.key)
-        {
-            secret::register(value);
+    // Only `s3.*` options hold secrets (`secret_settings_are_s3_options`
+    // checks every key), so this does not format every setting of the
+    // session, which it is called for at each task launch.
+    if let Some(options) = config.options().extensions.get::<S3Options>() {
+        options.settings().secrets().for_each(secret::register);
+    }
+}
+
+/// The disk manager of every runtime one executor producer makes, built on
+/// first use; `None` inside means DataFusion's default (the OS temp dir,
+/// created lazily).
+struct SharedDiskManager {
+    dir: Option<PathBuf>,
+    built: parking_lot::Mutex<Option<Arc<DiskManager>>>,
+}
+
+impl SharedDiskManager {
+    fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            built: parking_lot::Mutex::new(None),
         }
+    }
+
+    fn get(&self) -> Result<Option<Arc<DiskManager>>> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let mut built = self.built.lock();
+        if built.is_none() {
+            let manager = DiskManager::builder()
+                .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
+                .build()?;
+            *built = Some(Arc::new(manager));
+        }
+        Ok(built.clone())
     }
 }
 
@@ -660,6 +707,43 @@ mod tests {
         own.options_mut().set("quiver.shared_footer_cache", "false").unwrap();
         let separate = producer(&own).unwrap();
         assert!(separate.cache_manager.get_file_metadata_cache().is_empty());
+    }
+
+    /// `register_session_secrets` reads only the `s3.*` options; a secret
+    /// setting anywhere else must be registered there too.
+    #[test]
+    fn secret_settings_are_s3_options() {
+        let mut secret_keys: Vec<String> = factory()
+            .base_config()
+            .options()
+            .entries()
+            .into_iter()
+            .map(|entry| entry.key)
+            .filter(|key| secret::is_secret_key(key))
+            .collect();
+        secret_keys.sort();
+        assert_eq!(secret_keys, ["s3.secret_access_key", "s3.session_token"]);
+    }
+
+    /// Runtimes for task launches share one spill directory under the work
+    /// dir, made once, and nothing a session caches.
+    #[test]
+    fn executor_runtimes_share_one_disk_manager_and_no_listings() {
+        let work = tempfile::tempdir().unwrap();
+        let producer = factory().runtime_producer(Some(work.path().to_path_buf()));
+        let first = producer(&factory().base_config()).unwrap();
+        let second = producer(&factory().base_config()).unwrap();
+        assert!(Arc::ptr_eq(&first.disk_manager, &second.disk_manager));
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
+        let spill = first.disk_manager.create_tmp_file("test").unwrap();
+        assert!(spill.path().is_some_and(|path| path.starts_with(work.path())));
+
+        let listings = |rt: &RuntimeEnv| rt.cache_manager.get_list_files_cache().unwrap();
+        assert!(!Arc::ptr_eq(&listings(&first), &listings(&second)));
+        drop((first, second, spill));
+        let third = producer(&factory().base_config()).unwrap();
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
+        drop(third);
     }
 
     #[tokio::test]

@@ -104,6 +104,21 @@ pub const S3_KEYS: &[(&str, &str)] = &[
 ];
 
 impl S3Settings {
+    /// The secret values among these settings (secret access key, session token).
+    ///
+    /// ```
+    /// let mut s3 = quiver_core::storage::S3Settings::default();
+    /// s3.set("secret_access_key", "s3cr3t-value").unwrap();
+    /// s3.set("region", "eu-west-1").unwrap();
+    /// assert_eq!(s3.secrets().collect::<Vec<_>>(), ["s3cr3t-value"]);
+    /// ```
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        [&self.secret_access_key, &self.session_token]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
     /// Sets one key (without the `s3.` prefix).
     pub fn set(&mut self, key: &str, value: &str) -> std::result::Result<(), ConfigError> {
         let text = || Some(value.trim().to_owned()).filter(|v| !v.is_empty());
