@@ -7,15 +7,17 @@
     benches/tpch/ab.py --a BINARY --b BINARY --b-conf quiver.shared_footer_cache=false --s3   # data in S3
 
 Each side is a scheduler and two executors (one slot each), as the
-`quiver-cluster` engine of run.py. For every query both sides run in turn
-(A then B, then B then A, ...), one warm-up and `--runs` timed runs each, so
+`quiver-cluster` engine of run.py. For every query both sides run in turn (A
+then B, then B then A, ...), one warm-up and `--runs` timed runs each, so
 the machine's noise hits both alike; the report gives each side's median per
-query, the ratio B/A and the servers' peak memory. The warm-up runs'
-answers are compared between the sides (row counts, values to 0.01, as
-run.py does) and a difference is marked in the report. This is how a change
-is measured before it goes into a run.py report; `--b-queries` measures a
-rewrite by hand before a rule is written for it. With `--s3` both sides
-read the data from one s3s-fs server, as run.py's `quiver-cluster-s3` does.
+query, the ratio B/A, the servers' peak memory and the CPU time they used (a
+steadier measure of overhead than wall time on a shared machine). The
+warm-up runs' answers are compared between the sides (row counts, values to
+0.01, as run.py does) and a difference is marked in the report. This is how
+a change is measured before it goes into a run.py report; `--b-queries`
+measures a rewrite by hand before a rule is written for it. With `--s3` both
+sides read the data from one s3s-fs server, as run.py's `quiver-cluster-s3`
+does.
 
 Writes the report to --out (markdown) when given, and prints it.
 """
@@ -74,6 +76,10 @@ class Side:
 
     def peak_mib(self):
         return sum(s.peak() for s in self.servers) / 2**20
+
+    def cpu_seconds(self):
+        """CPU time the scheduler and executors have used since they started."""
+        return sum(s.cpu() for s in self.servers)
 
     def stop(self):
         for s in self.servers:
@@ -139,6 +145,7 @@ def main():
             totals["B"] += b
             rows.append(f"| q{q}{mark} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
             print(rows[-1], file=sys.stderr, flush=True)
+        cpu = {side.tag: side.cpu_seconds() for side in sides}
         m = machine()
         lines = [
             f"# A/B: {' '.join(['benches/tpch/ab.py'] + sys.argv[1:])}",
@@ -157,6 +164,10 @@ def main():
             "",
             f"Peak memory of the servers (scheduler + 2 executors): A {sides[0].peak_mib():.0f} MiB, "
             f"B {sides[1].peak_mib():.0f} MiB.",
+            "",
+            f"CPU time of the servers over all runs, warm-ups included (the same runs on both sides; "
+            f"less sensitive than wall time to what else the machine runs): A {cpu['A']:.1f} s, "
+            f"B {cpu['B']:.1f} s, B/A {cpu['B'] / max(cpu['A'], 1e-9):.3f}.",
             "",
             ("✗: the sides' answers differ: " + "; ".join(differ) + "." if differ
              else "Both sides gave the same answers (row counts, values to 0.01)."),

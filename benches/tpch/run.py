@@ -85,6 +85,16 @@ def peak_rss(pid):
     return 0
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time a running process has used, all its threads, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def run_measured(cmd, env=None, stdout=subprocess.PIPE, timeout=None):
     """Runs a command; returns (exit code, stdout, stderr, peak RSS in bytes)."""
     with tempfile.TemporaryFile() as err:
@@ -108,6 +118,9 @@ class Server:
 
     def peak(self):
         return peak_rss(self.proc.pid)
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
 
     def stop(self):
         if self.proc.poll() is None:
