@@ -166,8 +166,8 @@ def main():
             f"B {sides[1].peak_mib():.0f} MiB.",
             "",
             f"CPU time of the servers over all runs, warm-ups included (the same runs on both sides; "
-            f"less sensitive than wall time to what else the machine runs): A {cpu['A']:.1f} s, "
-            f"B {cpu['B']:.1f} s, B/A {cpu['B'] / max(cpu['A'], 1e-9):.3f}.",
+            f"less sensitive than wall time to what else the machine runs): A {cpu['A']:.2f} s, "
+            f"B {cpu['B']:.2f} s, B/A {cpu['B'] / max(cpu['A'], 1e-9):.3f}.",
             "",
             ("✗: the sides' answers differ: " + "; ".join(differ) + "." if differ
              else "Both sides gave the same answers (row counts, values to 0.01)."),
