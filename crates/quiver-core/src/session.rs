@@ -300,14 +300,7 @@ impl SessionFactory {
 
     /// A runtime for a session: object stores resolved through Quiver's registry.
     pub fn runtime_env(&self, config: &SessionConfig, temp_dir: Option<PathBuf>) -> Result<Arc<RuntimeEnv>> {
-        let spill = match temp_dir {
-            Some(dir) => Some(Arc::new(
-                DiskManager::builder()
-                    .with_mode(DiskManagerMode::Directories(vec![dir]))
-                    .build()?,
-            )),
-            None => None,
-        };
+        let spill = temp_dir.map(spill_to).transpose()?;
         self.runtime_env_with(config, spill, None)
     }
 
@@ -521,9 +514,18 @@ fn register_session_secrets(config: &SessionConfig) {
     }
 }
 
+/// A disk manager that spills into a new directory under `dir`, made now
+/// and removed when the manager is dropped.
+fn spill_to(dir: PathBuf) -> Result<Arc<DiskManager>> {
+    let manager = DiskManager::builder()
+        .with_mode(DiskManagerMode::Directories(vec![dir]))
+        .build()?;
+    Ok(Arc::new(manager))
+}
+
 /// The disk manager of every runtime one executor producer makes, built on
-/// first use; `None` inside means DataFusion's default (the OS temp dir,
-/// created lazily).
+/// first use. Without a `dir`, runtimes get DataFusion's default (the OS
+/// temp dir, created lazily).
 struct SharedDiskManager {
     dir: Option<PathBuf>,
     built: parking_lot::Mutex<Option<Arc<DiskManager>>>,
@@ -543,10 +545,7 @@ impl SharedDiskManager {
         };
         let mut built = self.built.lock();
         if built.is_none() {
-            let manager = DiskManager::builder()
-                .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
-                .build()?;
-            *built = Some(Arc::new(manager));
+            *built = Some(spill_to(dir.clone())?);
         }
         Ok(built.clone())
     }
