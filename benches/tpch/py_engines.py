@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Runs the TPC-H queries on an in-process Python engine: DuckDB, Spark or
-single-node DataFusion (the datafusion package, DataFusion 55 in Rust).
+"""Serves TPC-H queries from an in-process Python engine: DuckDB, Spark or
+single-node DataFusion (the datafusion package, DataFusion 55 in Rust), so
+that run.py can keep every engine up and let them take turns query by query.
 
-    py_engines.py duckdb|spark|datafusion SPEC.json
+    py_engines.py duckdb|spark|datafusion < requests
 
-SPEC holds: data (directory of <table>/ Parquet directories), queries (name ->
-SQL), warmup, runs, out (directory). Writes out/<query>.csv (the answer, with
-a header row) and out/timings.json ({query: [seconds, ...]} plus
-"peak_rss_bytes" of the engine, JVM included for Spark).
+The first line on stdin is the setup, {"data": DIR, "spark_memory": "4g"};
+the engine starts, then answers {"ready": true, "start_seconds": S}. Each
+further line is a query, {"name", "sql", "warmup", "runs", "out"}: it runs
+once for its answer, written to out/<name>.csv with a header row, then
+`warmup` times unrecorded and `runs` times timed; the reply is {"times":
+[seconds, ...]} or {"error": "..."}. End of input stops the engine after a
+last reply, {"peak_rss_bytes": N} (the JVM included for Spark). Replies go
+to the original stdout, one JSON object per line; anything the engine
+itself prints goes to stderr.
 """
 import csv
 import json
@@ -84,29 +90,39 @@ def run_spark(spec):
 
 
 def main():
-    engine, spec_path = sys.argv[1], sys.argv[2]
-    with open(spec_path) as f:
-        spec = json.load(f)
-    os.makedirs(spec["out"], exist_ok=True)
+    engine = sys.argv[1]
+    # Replies keep the original stdout; the engine's own output (Spark's JVM
+    # inherits descriptor 1) goes to stderr, so it cannot break the protocol.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def reply(obj):
+        replies.write(json.dumps(obj) + "\n")
+        replies.flush()
+
+    spec = json.loads(sys.stdin.readline())
     started = time.perf_counter()
     run, peak, stop, *timed = {"duckdb": run_duckdb, "spark": run_spark, "datafusion": run_datafusion}[engine](spec)
     timed = timed[0] if timed else run
-    start_seconds = time.perf_counter() - started
-    timings = {}
-    for name, sql in spec["queries"].items():
-        columns, rows = run(sql)
-        write_answer(os.path.join(spec["out"], f"{name}.csv"), columns, rows)
-        times = []
-        for i in range(spec["warmup"] + spec["runs"] if spec["runs"] else 0):
-            t0 = time.perf_counter()
-            timed(sql)
-            if i >= spec["warmup"]:
-                times.append(time.perf_counter() - t0)
-        timings[name] = times
-    result = {"timings": timings, "peak_rss_bytes": peak(), "start_seconds": start_seconds}
+    reply({"ready": True, "start_seconds": time.perf_counter() - started})
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            columns, rows = run(req["sql"])
+            os.makedirs(req["out"], exist_ok=True)
+            write_answer(os.path.join(req["out"], f"{req['name']}.csv"), columns, rows)
+            times = []
+            for i in range(req["warmup"] + req["runs"] if req["runs"] else 0):
+                t0 = time.perf_counter()
+                timed(req["sql"])
+                if i >= req["warmup"]:
+                    times.append(time.perf_counter() - t0)
+            reply({"times": times})
+        except Exception as e:  # the query's error goes into the report; the engine goes on
+            reply({"error": f"{type(e).__name__}: {str(e)[-400:]}"})
+    reply({"peak_rss_bytes": peak()})
     stop()
-    with open(os.path.join(spec["out"], "timings.json"), "w") as f:
-        json.dump(result, f)
 
 
 if __name__ == "__main__":

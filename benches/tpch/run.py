@@ -15,10 +15,13 @@ Engines:
   spark              Apache Spark 4.x, local[2] (pyspark)
   duckdb             DuckDB (python), 2 threads
 
-Data comes from tpchgen-cli (Parquet). Each query runs once for its answer,
-then `--warmup` times unrecorded and `--runs` times recorded; the median is
-reported. Answers are cross-checked against DuckDB's (row counts, values to
-0.01); mismatches are reported (and, with --check, fail the run).
+Data comes from tpchgen-cli (Parquet). Every engine starts first and stays
+up; then the engines take turns query by query, in an order that rotates, so
+that a slow spell of the machine falls on all of them. On its turn an engine
+runs the query once for its answer, then `--warmup` times unrecorded and
+`--runs` times recorded; the median is reported. Answers are cross-checked
+against DuckDB's (row counts, values to 0.01); mismatches are reported (and,
+with --check, fail the run).
 
 Writes report.md, results.json and chart.png into --out (default
 benches/results/<date>-sf<scale>/) and prints the report.
@@ -425,42 +428,60 @@ class BallistaVanilla(CliEngine):
 
 
 class PyEngine:
-    """DuckDB, Spark or DataFusion, run by py_engines.py in a process of their own."""
+    """DuckDB, Spark or DataFusion, served by py_engines.py in a process of their own for the whole run."""
 
     def __init__(self, name, args, work):
         self.name, self.args, self.work = name, args, work
         self.servers, self.start_seconds, self.client_peak = [], 0.0, 0
-        self.results = None
+        self.proc = None
+        self.log = os.path.join(work, f"{name}.log")
+
+    def _reply(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            with open(self.log, errors="replace") as f:
+                tail = f.read()[-2000:]
+            raise SystemExit(f"{self.name} stopped (exit {self.proc.returncode}); its log {self.log} ends:\n{tail}")
+        return json.loads(line)
+
+    def _send(self, obj):
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
 
     def start(self):
-        pass
-
-    def run_all(self, queries):
-        out = os.path.join(self.work, f"{self.name}-answers")
-        spec = {"data": self.args.data, "queries": queries, "warmup": self.args.warmup, "runs": self.args.runs,
-                "out": out, "spark_memory": self.args.spark_memory}
-        path = os.path.join(self.work, f"{self.name}-spec.json")
-        with open(path, "w") as f:
-            json.dump(spec, f)
         env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-        code, _, err, peak = run_measured([sys.executable, os.path.join(HERE, "py_engines.py"), self.name, path], env=env, stdout=subprocess.DEVNULL)
-        if code != 0:
-            raise SystemExit(f"{self.name} failed: {err[-2000:]}")
-        with open(os.path.join(out, "timings.json")) as f:
-            self.results = json.load(f)
-        self.client_peak = max(peak, self.results["peak_rss_bytes"])
-        self.start_seconds = self.results["start_seconds"]
-        answers = {}
-        for name in queries:
-            with open(os.path.join(out, f"{name}.csv")) as f:
-                answers[name] = read_csv_answer(f.read())
-        return answers, self.results["timings"]
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "py_engines.py"), self.name], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "w"),
+                                     start_new_session=True)
+        self.start_seconds = self._send({"data": self.args.data, "spark_memory": self.args.spark_memory})["start_seconds"]
+
+    def query(self, name, sql):
+        out = os.path.join(self.work, f"{self.name}-answers")
+        r = self._send({"name": name, "sql": sql, "warmup": self.args.warmup, "runs": self.args.runs, "out": out})
+        if "error" in r:
+            return None, [], r["error"]
+        with open(os.path.join(out, f"{name}.csv")) as f:
+            return read_csv_answer(f.read()), r["times"], None
+
+    def breakdown(self):
+        return None
 
     def server_peak(self):
         return 0
 
     def stop(self):
-        pass
+        """Ends the engine's process; its peak memory (the JVM's included) becomes the client peak."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.proc.stdin.close()
+            self.client_peak = max(self.client_peak, self._reply()["peak_rss_bytes"])
+            self.proc.wait(60)
+        except (OSError, SystemExit, subprocess.TimeoutExpired, ValueError) as e:
+            log(f"{self.name} did not stop cleanly: {e}")
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def norm(v):
@@ -566,7 +587,7 @@ def report(args, results, queries):
     lines = [f"# TPC-H SF{args.scale}: Quiver vs Spark, DataFusion and DuckDB", ""]
     lines.append(f"Command: `{' '.join(['benches/tpch/run.py'] + sys.argv[1:])}`  ")
     lines.append(f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
-                 f"median of {args.runs} runs after {args.warmup} warm-up; seconds.")
+                 f"median of {args.runs} runs after {args.warmup} warm-up, the engines taking turns query by query; seconds.")
     m = results["_machine"]
     lines.append(f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}.  ")
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in results["_versions"].items()) + ".")
@@ -703,7 +724,7 @@ def main():
     if args.quiver is None:
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
         args.quiver = os.path.join(target, "release", "quiver")
-    if not os.path.exists(args.quiver):
+    if any(e.startswith("quiver") for e in args.engines) and not os.path.exists(args.quiver):
         raise SystemExit(f"{args.quiver} not found: cargo build --release -p quiver (or pass --quiver)")
 
     if args.vanilla is None:
@@ -727,29 +748,34 @@ def main():
     engines = {"quiver-cluster": QuiverCluster, "quiver-cluster-s3": QuiverClusterS3, "ballista-vanilla": BallistaVanilla,
                "quiver-embedded": QuiverEmbedded}
     order = [REFERENCE] + [e for e in args.engines if e != REFERENCE]
-    reference = {}
+    # Every engine stays up for the whole run and they take turns query by
+    # query (the order rotating), so a slow spell of a shared machine hits
+    # them all alike instead of whichever engine was running at the time.
+    started, per_engine, server_peaks, reference = {}, {name: {} for name in order}, {}, {}
+    try:
+        for name in order:
+            log(f"starting {name}")
+            engine = PyEngine(name, args, work) if name in PY_ENGINES else engines[name](args, work)
+            started[name] = engine
+            engine.start()
+        for i, (q, sql) in enumerate(queries.items()):
+            turn = order[i % len(order):] + order[:i % len(order)]
+            done = []
+            for name in turn:
+                engine = started[name]
+                answer, times, error = engine.query(q, sql)
+                per_engine[name][q] = {"answer": answer, "times": times, "error": error,
+                                       "breakdown": engine.breakdown() if times else None}
+                done.append(f"{name} {fmt_s(statistics.median(times)) if times else error or '–'}")
+            log(f"{q}: " + ", ".join(done))
+        server_peaks = {name: engine.server_peak() for name, engine in started.items()}  # before the servers stop
+    finally:
+        for engine in started.values():
+            engine.stop()
     for name in order:
-        log(f"engine {name}")
-        if name in PY_ENGINES:
-            engine = PyEngine(name, args, work)
-            answers, timings = engine.run_all(queries)
-            per_query = {q: {"answer": answers[q], "times": timings[q], "error": None} for q in queries}
-        else:
-            engine = engines[name](args, work)
-            try:
-                engine.start()
-                per_query = {}
-                for q, sql in queries.items():
-                    answer, times, error = engine.query(q, sql)
-                    per_query[q] = {"answer": answer, "times": times, "error": error,
-                                    "breakdown": engine.breakdown() if times else None}
-                    log(f"  {q}: {fmt_s(statistics.median(times)) if times else error}")
-                server_peak = engine.server_peak()  # read before the servers stop
-            finally:
-                engine.stop()
-        if name in PY_ENGINES:
-            server_peak = 0
-        out = {"queries": {}, "start_seconds": engine.start_seconds, "server_peak": server_peak, "client_peak": engine.client_peak}
+        engine, per_query = started[name], per_engine[name]
+        out = {"queries": {}, "start_seconds": engine.start_seconds, "server_peak": server_peaks[name],
+               "client_peak": engine.client_peak}
         for q, r in per_query.items():
             entry = {"times": r["times"], "median": statistics.median(r["times"]) if r["times"] else None, "error": r["error"]}
             if r.get("breakdown"):
