@@ -28,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod history;
+pub mod job_ids;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;
@@ -59,6 +60,7 @@ use crate::api::AppState;
 use crate::auth::Auth;
 use crate::cluster::ClusterView;
 use crate::history::{HistoryLocation, HistoryStore};
+use crate::job_ids::JobIds;
 use crate::jobs::{JobService, JobServiceOptions};
 use crate::metrics::SchedulerMetrics;
 use crate::observe::ObservedJobState;
@@ -193,6 +195,8 @@ fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u
         override_session_builder: Some(factory.session_builder()),
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
+        // Ballista's default generator keeps a thread ticking every millisecond.
+        job_id_generator: Some(Arc::new(JobIds::new())),
         ..SchedulerConfig::default()
     }
 }
