@@ -218,6 +218,13 @@ class CliEngine:
     def server_peak(self):
         return sum(s.peak() for s in self.servers)
 
+    # Whether the engine's processes are stopped (SIGSTOP) while other engines
+    # take their turns; see main().
+    paused_between_turns = False
+
+    def pids(self):
+        return [s.proc.pid for s in self.servers]
+
     def stop(self):
         for s in self.servers:
             s.stop()
@@ -399,6 +406,10 @@ class QuiverEmbedded(CliEngine):
 
 class BallistaVanilla(CliEngine):
     name = "ballista-vanilla"
+    # Its scheduler's job id clock wakes a thread every millisecond (4% of a
+    # core when idle); its executors send a heartbeat a minute and are lost
+    # after three, so a turn's pause is safe.
+    paused_between_turns = True
     timing_re = re.compile(r"Elapsed ([0-9.]+) seconds", re.M)
 
     def start(self):
@@ -434,6 +445,9 @@ class PyEngine:
         self.name, self.args, self.work = name, args, work
         self.servers, self.start_seconds, self.client_peak = [], 0.0, 0
         self.proc = None
+        # Spark's idle JVM uses about 1.6% of a core (its heartbeats time out
+        # after 120 s); DuckDB and DataFusion use none.
+        self.paused_between_turns = name == "spark"
         self.log = os.path.join(work, f"{name}.log")
 
     def _reply(self):
@@ -467,6 +481,9 @@ class PyEngine:
 
     def breakdown(self):
         return None
+
+    def pids(self):
+        return [self.proc.pid] if self.proc else []
 
     def server_peak(self):
         return 0
@@ -751,6 +768,17 @@ def main():
     # Every engine stays up for the whole run and they take turns query by
     # query (the order rotating), so a slow spell of a shared machine hits
     # them all alike instead of whichever engine was running at the time.
+    # Engines that use CPU while idle (vanilla Ballista, Spark) are stopped
+    # with SIGSTOP between their turns, so they do not tax the others'.
+    # Quiver's clusters use none at rest and are left running: their
+    # executors count as lost after 30 s without a heartbeat.
+    def signal_engine(engine, sig):
+        if engine.paused_between_turns:
+            for pid in engine.pids():
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    pass
     started, per_engine, server_peaks, reference = {}, {name: {} for name in order}, {}, {}
     try:
         for name in order:
@@ -758,19 +786,23 @@ def main():
             engine = PyEngine(name, args, work) if name in PY_ENGINES else engines[name](args, work)
             started[name] = engine
             engine.start()
+            signal_engine(engine, signal.SIGSTOP)
         for i, (q, sql) in enumerate(queries.items()):
             turn = order[i % len(order):] + order[:i % len(order)]
             done = []
             for name in turn:
                 engine = started[name]
+                signal_engine(engine, signal.SIGCONT)
                 answer, times, error = engine.query(q, sql)
                 per_engine[name][q] = {"answer": answer, "times": times, "error": error,
                                        "breakdown": engine.breakdown() if times else None}
+                signal_engine(engine, signal.SIGSTOP)
                 done.append(f"{name} {fmt_s(statistics.median(times)) if times else error or '–'}")
             log(f"{q}: " + ", ".join(done))
         server_peaks = {name: engine.server_peak() for name, engine in started.items()}  # before the servers stop
     finally:
         for engine in started.values():
+            signal_engine(engine, signal.SIGCONT)
             engine.stop()
     for name in order:
         engine, per_query = started[name], per_engine[name]
