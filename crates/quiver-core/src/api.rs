@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The scheduler's port (gRPC, REST, UI, Flight) unless told otherwise.
+pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -73,53 +76,97 @@ impl std::fmt::Display for JobState {
     }
 }
 
-/// Where a job came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobSource {
-    /// `quiver submit`.
-    Submit,
-    /// The REST API (orchestrators such as Airflow).
-    Rest,
-    /// A `quiver sql` shell session.
-    Shell,
-    /// A DataFrame program using the `quiver` library.
-    Dataframe,
-    /// A Ballista client that did not register a job.
-    Client,
-}
-
-impl JobSource {
-    /// The source's name as used in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Submit => "submit",
-            Self::Rest => "rest",
-            Self::Shell => "shell",
-            Self::Dataframe => "dataframe",
-            Self::Client => "client",
+/// Declares a state enum of the API: snake_case on the wire, in the OpenAPI
+/// document, and in `as_str`/`Display`/`FromStr`.
+macro_rules! api_state {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) { $( $(#[doc = $doc:literal])* $variant:ident => $text:literal, )* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $( $(#[doc = $doc])* $variant, )*
         }
+
+        impl $name {
+            /// The name as used in the API.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Self::$variant => $text, )* }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s.to_ascii_lowercase().as_str() {
+                    $( $text => Ok(Self::$variant), )*
+                    other => Err(format!("unknown {} '{other}': use {}", $what, [$($text),*].join(", "))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+api_state! {
+    /// Where a stage is in its life.
+    pub enum StageState ("stage state") {
+        /// Waiting for the stages it reads.
+        Pending => "pending",
+        /// Its inputs are ready; its tasks are about to be offered.
+        Resolved => "resolved",
+        /// Tasks are running.
+        Running => "running",
+        /// Every task succeeded.
+        Succeeded => "succeeded",
+        /// It failed; see its `error`.
+        Failed => "failed",
     }
 }
 
-impl std::str::FromStr for JobSource {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "submit" => Self::Submit,
-            "rest" => Self::Rest,
-            "shell" => Self::Shell,
-            "dataframe" => Self::Dataframe,
-            "client" => Self::Client,
-            other => return Err(format!("unknown job source '{other}'")),
-        })
+api_state! {
+    /// What became of one task attempt.
+    pub enum TaskState ("task state") {
+        /// Running on its executor.
+        Running => "running",
+        /// Finished and its output is written.
+        Succeeded => "succeeded",
+        /// Failed; see its `error`.
+        Failed => "failed",
     }
 }
 
-impl std::fmt::Display for JobSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+api_state! {
+    /// Whether the scheduler can use an executor.
+    pub enum ExecutorState ("executor state") {
+        /// Registered, with a heartbeat within the executor timeout.
+        Alive => "alive",
+        /// Stopped, or silent past the executor timeout; its work was rescheduled.
+        Lost => "lost",
+    }
+}
+
+api_state! {
+    /// Where a job came from.
+    pub enum JobSource ("job source") {
+        /// `quiver submit`.
+        Submit => "submit",
+        /// The REST API (orchestrators such as Airflow).
+        Rest => "rest",
+        /// A `quiver sql` shell session.
+        Shell => "shell",
+        /// A DataFrame program using the `quiver` library.
+        Dataframe => "dataframe",
+        /// A Ballista client that did not register a job.
+        Client => "client",
     }
 }
 
@@ -255,6 +302,25 @@ pub struct StatementInfo {
     pub output: Option<String>,
 }
 
+impl StatementInfo {
+    /// Statement `index` of a script, starting at `line`, not run yet.
+    pub fn queued(index: usize, line: usize, sql: String) -> Self {
+        Self {
+            index,
+            line,
+            sql,
+            state: JobState::Queued,
+            summary: None,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            result_rows: None,
+            result_truncated: false,
+            output: None,
+        }
+    }
+}
+
 /// Metrics of one stage (summed over its tasks).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StageMetrics {
@@ -292,8 +358,8 @@ pub struct TaskInfo {
     pub executor_id: Option<String>,
     /// Attempt number (0 for the first try).
     pub attempt: usize,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
+    /// What became of it.
+    pub state: TaskState,
     /// When it was launched on the executor.
     pub launched_at: Option<u64>,
     /// When the executor started running it.
@@ -311,8 +377,8 @@ pub struct TaskInfo {
 pub struct StageInfo {
     /// Stage id within the query.
     pub id: usize,
-    /// `pending`, `resolved`, `running`, `succeeded` or `failed`.
-    pub state: String,
+    /// Where it is.
+    pub state: StageState,
     /// Attempt number of the stage.
     pub attempt: usize,
     /// Number of partitions (units of parallel work).
@@ -418,8 +484,8 @@ pub struct ExecutorInfo {
     pub host: String,
     /// Arrow Flight port.
     pub port: u16,
-    /// `alive` or `lost`.
-    pub state: String,
+    /// Whether it can take tasks.
+    pub state: ExecutorState,
     /// Task slots.
     pub slots: u32,
     /// Slots free now.

@@ -207,6 +207,27 @@ impl FromIterator<(String, String)> for Settings {
     }
 }
 
+/// Parses a boolean setting: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`,
+/// in any case. The one boolean parser of every setting and environment
+/// variable Quiver reads.
+///
+/// ```
+/// use quiver_core::config::parse_bool;
+/// assert!(parse_bool("s3.allow_http", " ON ").unwrap());
+/// assert!(!parse_bool("s3.allow_http", "0").unwrap());
+/// assert!(parse_bool("s3.allow_http", "maybe").unwrap_err().to_string().contains("s3.allow_http"));
+/// ```
+pub fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            key: key.into(),
+            message: format!("'{value}' is not true or false"),
+        }),
+    }
+}
+
 /// Splits `key=value`; the key is trimmed, the value kept as given.
 pub fn split_pair(pair: &str) -> Result<(&str, &str), ConfigError> {
     match pair.split_once('=') {

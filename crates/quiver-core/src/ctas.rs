@@ -142,7 +142,7 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
     if p.pos >= tokens.len() || matches!(tokens[p.pos].token, Token::EOF) {
         return Err("expected a query after AS".into());
     }
-    let query_start = offset_of(sql, tokens[p.pos].span.start.line, tokens[p.pos].span.start.column);
+    let query_start = crate::script::offset_of(sql, tokens[p.pos].span.start.line, tokens[p.pos].span.start.column);
     let _ = as_token;
     let query = sql[query_start..].trim().trim_end_matches(';').trim().to_owned();
 
@@ -166,22 +166,6 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
         options,
         query,
     }))
-}
-
-/// Byte offset of a 1-based (line, column) position, columns counted in chars.
-pub(crate) fn offset_of(text: &str, line: u64, column: u64) -> usize {
-    let mut offset = 0;
-    for (i, l) in text.split_inclusive('\n').enumerate() {
-        if i as u64 + 1 == line {
-            return offset
-                + l.char_indices()
-                    .nth(column as usize - 1)
-                    .map(|(b, _)| b)
-                    .unwrap_or(l.len());
-        }
-        offset += l.len();
-    }
-    text.len()
 }
 
 struct Cursor<'a> {
@@ -365,10 +349,5 @@ mod tests {
         assert!(err.contains("LOCATION"), "{err}");
         let err = parse_ctas("CREATE TABLE t USING orc LOCATION 'x' AS SELECT 1").unwrap_err();
         assert!(err.contains("orc"), "{err}");
-    }
-
-    #[test]
-    fn offsets_count_characters() {
-        assert_eq!(offset_of("ab\nçd x", 2, 4), "ab\nçd ".len());
     }
 }

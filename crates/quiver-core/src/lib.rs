@@ -9,9 +9,11 @@
 //! * [`config`]: settings (`key = value`) from config files, `--conf`, `SET` and REST jobs;
 //! * [`storage`]: the one place S3 is configured and object stores are built;
 //! * [`session`]: building DataFusion sessions, with Quiver's options and codecs;
+//! * [`options`]: the `quiver.*` session options, and typed settings declared once;
 //! * [`delta`]: Delta Lake tables read and written by the cluster;
 //! * [`tables`] and [`codec`]: Quiver's table types and how plans carry them across processes;
 //! * [`script`], [`ctas`] and [`runner`]: turning SQL scripts into statements and running them;
+//! * [`messages`]: engine errors as messages a person can act on;
 //! * [`output`]: printing results as tables, CSV or JSON;
 //! * [`secret`] and [`logging`]: keeping credentials out of everything shown or logged.
 //!
@@ -39,7 +41,9 @@ pub mod config;
 pub mod ctas;
 pub mod delta;
 pub mod logging;
+pub mod messages;
 pub mod optimizer;
+pub mod options;
 pub mod output;
 pub mod runner;
 pub mod script;

@@ -40,7 +40,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use crate::session::QuiverOptions;
+use crate::options::QuiverOptions;
 
 /// The logical rules Quiver adds, in the order they run after the engine's
 /// own. Every session, on the scheduler or in one process, gets these.

@@ -332,6 +332,23 @@ fn substitute(chars: &[char], params: &BTreeMap<String, String>, line: usize) ->
     Ok((value.clone(), close + 1))
 }
 
+/// Byte offset of a 1-based (line, column) position in `text`, columns
+/// counted in chars: where the SQL parser's token positions point.
+pub(crate) fn offset_of(text: &str, line: u64, column: u64) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == line {
+            return offset
+                + l.char_indices()
+                    .nth(column as usize - 1)
+                    .map(|(b, _)| b)
+                    .unwrap_or(l.len());
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +426,10 @@ mod tests {
         );
         let err = Script::parse("SELECT /* x", &BTreeMap::new()).unwrap_err();
         assert!(matches!(err, ScriptError::Unterminated { line: 1, .. }));
+    }
+
+    #[test]
+    fn offsets_count_characters() {
+        assert_eq!(offset_of("ab\nçd x", 2, 4), "ab\nçd ".len());
     }
 }

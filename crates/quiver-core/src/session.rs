@@ -14,21 +14,19 @@
 //! use quiver_core::config::Settings;
 //! use quiver_core::session::{JobInfo, SessionFactory};
 //! let factory = SessionFactory::new(&Settings::load(None)?)?;
-//! let job = JobInfo::new("report", "dataframe");
+//! let job = JobInfo::new("report", quiver_core::api::JobSource::Dataframe);
 //! // Plan with 4 partitions per stage: the cluster's 4 task slots.
 //! let ctx = factory.remote_context("http://localhost:50050", &job, &Settings::new(), None, Some(4))?;
 //! ctx.sql("SELECT 1").await?.show().await?;
 //! # Ok(()) }
 //! ```
 
-use std::any::Any;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::{ConfigProducer, RuntimeProducer};
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::{
@@ -42,8 +40,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
+use crate::api::JobSource;
 use crate::config::{ConfigError, Settings};
 use crate::optimizer;
+use crate::options::QuiverOptions;
 use crate::secret;
 use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
 
@@ -68,157 +68,24 @@ pub const ENGINE_DEFAULTS: &[(&str, &str)] = &[("ballista.optimizer.broadcast_jo
 pub type SessionBuilder = Arc<dyn Fn(SessionConfig) -> Result<SessionState> + Send + Sync>;
 
 /// Which Quiver job a query belongs to; travels with every query as `quiver.*` options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
     /// The job's name, as shown in the UI (also Ballista's `ballista.job.name`).
     pub name: String,
-    /// Where the job came from: `submit`, `shell`, `dataframe`, `rest`.
-    pub source: String,
+    /// Where the job came from.
+    pub source: JobSource,
     /// The job id assigned by the scheduler's job service, when there is one.
     pub job_id: Option<String>,
 }
 
 impl JobInfo {
     /// A job named `name` from `source`, not yet known to the job service.
-    pub fn new(name: impl Into<String>, source: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, source: JobSource) -> Self {
         Self {
             name: name.into(),
-            source: source.into(),
+            source,
             job_id: None,
         }
-    }
-}
-
-/// The `quiver.*` session options.
-#[derive(Debug, Clone)]
-pub struct QuiverOptions {
-    /// `quiver.job_id`: the job service's id for the job this session belongs to.
-    pub job_id: Option<String>,
-    /// `quiver.job_source`: where the job came from.
-    pub job_source: Option<String>,
-    /// `quiver.delta_retention_check`: refuse `VACUUM` below the 7-day safety period.
-    pub delta_retention_check: bool,
-    /// `quiver.join_filtered_dimensions_first`: let
-    /// [`JoinFilteredDimensionsFirst`](optimizer::JoinFilteredDimensionsFirst)
-    /// reorder inner joins.
-    pub join_filtered_dimensions_first: bool,
-    /// `quiver.semi_join_reduction`: let
-    /// [`SemiJoinReduction`](optimizer::SemiJoinReduction) narrow the
-    /// subquery side of semi and anti joins.
-    pub semi_join_reduction: bool,
-    /// `quiver.shared_footer_cache`: let an executor's tasks share the
-    /// Parquet footers it has read, across jobs (see
-    /// [`SessionFactory::runtime_producer`]).
-    pub shared_footer_cache: bool,
-}
-
-impl Default for QuiverOptions {
-    fn default() -> Self {
-        Self {
-            job_id: None,
-            job_source: None,
-            delta_retention_check: true,
-            join_filtered_dimensions_first: true,
-            semi_join_reduction: true,
-            shared_footer_cache: true,
-        }
-    }
-}
-
-const QUIVER_KEYS: &[(&str, &str)] = &[
-    ("job_id", "id of the Quiver job this session's queries belong to"),
-    (
-        "job_source",
-        "where the job came from: submit, shell, dataframe or rest",
-    ),
-    (
-        "delta_retention_check",
-        "refuse Delta VACUUM with a retention below the table's safety period (default 7 days)",
-    ),
-    (
-        "join_filtered_dimensions_first",
-        "join a table that a constant filter narrows to the table its keys point at before the other joins",
-    ),
-    (
-        "semi_join_reduction",
-        "narrow the subquery side of EXISTS, IN and NOT EXISTS joins to the keys a constant-filtered outer table holds",
-    ),
-    (
-        "shared_footer_cache",
-        "let an executor's tasks reuse the Parquet footers it read for earlier jobs, checked against each file's size and modification time",
-    ),
-];
-
-impl ConfigExtension for QuiverOptions {
-    const PREFIX: &'static str = "quiver";
-}
-
-impl ExtensionOptions for QuiverOptions {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let value = Some(value.to_owned()).filter(|v| !v.is_empty());
-        match key {
-            "job_id" => self.job_id = value,
-            "job_source" => self.job_source = value,
-            "delta_retention_check" => self.delta_retention_check = parse_flag(key, value.as_deref())?,
-            "join_filtered_dimensions_first" => {
-                self.join_filtered_dimensions_first = parse_flag(key, value.as_deref())?
-            }
-            "semi_join_reduction" => self.semi_join_reduction = parse_flag(key, value.as_deref())?,
-            "shared_footer_cache" => self.shared_footer_cache = parse_flag(key, value.as_deref())?,
-            _ => {
-                return Err(DataFusionError::Configuration(format!(
-                    "unknown setting 'quiver.{key}': known quiver settings are {}",
-                    QUIVER_KEYS
-                        .iter()
-                        .map(|(k, _)| format!("quiver.{k}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        [
-            self.job_id.clone(),
-            self.job_source.clone(),
-            Some(self.delta_retention_check.to_string()),
-            Some(self.join_filtered_dimensions_first.to_string()),
-            Some(self.semi_join_reduction.to_string()),
-            Some(self.shared_footer_cache.to_string()),
-        ]
-        .into_iter()
-        .zip(QUIVER_KEYS)
-        .map(|(value, (key, description))| ConfigEntry {
-            key: format!("{}.{key}", Self::PREFIX),
-            value,
-            description,
-        })
-        .collect()
-    }
-}
-
-/// A `quiver.{key}` flag's value: `true` (also when empty) or `false`.
-fn parse_flag(key: &str, value: Option<&str>) -> Result<bool> {
-    match value.map(str::to_ascii_lowercase).as_deref() {
-        Some("true") | None => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(DataFusionError::Configuration(format!(
-            "quiver.{key} takes true or false, not '{other}'"
-        ))),
     }
 }
 
@@ -427,7 +294,7 @@ impl SessionFactory {
         }
         config
             .options_mut()
-            .set("quiver.job_source", &job.source)
+            .set("quiver.job_source", job.source.as_str())
             .map_err(SessionError::Engine)?;
         if let Some(id) = &job.job_id {
             config
@@ -551,19 +418,10 @@ impl SharedDiskManager {
     }
 }
 
-/// The Quiver options of a session.
-pub fn quiver_options(config: &SessionConfig) -> QuiverOptions {
-    config
-        .options()
-        .extensions
-        .get::<QuiverOptions>()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::quiver_options;
     use crate::storage::S3Settings;
 
     fn factory() -> SessionFactory {
@@ -654,7 +512,7 @@ mod tests {
         }
         let q = quiver_options(&other);
         assert_eq!(q.job_id.as_deref(), Some("j-1"));
-        assert_eq!(q.job_source.as_deref(), Some("shell"));
+        assert_eq!(q.job_source, Some(JobSource::Shell));
         assert!(!q.delta_retention_check);
         assert!(!q.join_filtered_dimensions_first);
         assert!(!q.semi_join_reduction);
@@ -663,7 +521,7 @@ mod tests {
             .options_mut()
             .set("quiver.delta_retention_check", "maybe")
             .unwrap_err();
-        assert!(err.to_string().contains("takes true or false, not 'maybe'"), "{err}");
+        assert!(err.to_string().contains("'maybe' is not true or false"), "{err}");
     }
 
     /// A job reading a Parquet file through one executor runtime leaves its

@@ -427,7 +427,7 @@ const DEFAULT_RETENTION_HOURS: f64 = 168.0;
 
 async fn vacuum(ctx: &SessionContext, table: &DeltaTable, retain_hours: Option<f64>, dry_run: bool) -> Result<Outcome> {
     let hours = retain_hours.unwrap_or(DEFAULT_RETENTION_HOURS);
-    let check = crate::session::quiver_options(&ctx.copied_config()).delta_retention_check;
+    let check = crate::options::quiver_options(&ctx.copied_config()).delta_retention_check;
     if hours < DEFAULT_RETENTION_HOURS && check {
         return plan(&format!(
             "VACUUM RETAIN {hours} HOURS is shorter than the 168-hour safety period: files a running reader still needs could go. \
@@ -527,8 +527,8 @@ pub async fn rewrite_time_travel(ctx: &SessionContext, sql: &str) -> Result<Stri
                 format!("{alias} AS {}", w.value)
             };
             replacements.push((
-                crate::ctas::offset_of(sql, start.line, start.column),
-                crate::ctas::offset_of(sql, end.line, end.column),
+                crate::script::offset_of(sql, start.line, start.column),
+                crate::script::offset_of(sql, end.line, end.column),
                 text,
             ));
             i += 5;

@@ -28,7 +28,6 @@
 //! Stores are built once per bucket and effective settings and shared by every
 //! session of the process ([`StorageContext`]).
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -43,65 +42,48 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use parking_lot::{Mutex, RwLock};
 use url::Url;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, parse_bool};
 use crate::secret;
 
-/// Storage settings for S3-compatible endpoints (MinIO, AWS S3, ...).
-///
-/// Every field is optional; unset fields fall back as described in the
-/// [module docs](self).
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct S3Settings {
-    /// Access key id (`s3.access_key_id`, `AWS_ACCESS_KEY_ID`).
-    pub access_key_id: Option<String>,
-    /// Secret access key (`s3.secret_access_key`, `AWS_SECRET_ACCESS_KEY`).
-    pub secret_access_key: Option<String>,
-    /// Session token for temporary credentials (`s3.session_token`, `AWS_SESSION_TOKEN`).
-    pub session_token: Option<String>,
-    /// Region (`s3.region`, `AWS_REGION`); `us-east-1` when unset.
-    pub region: Option<String>,
-    /// Endpoint URL, e.g. `http://minio:9000` (`s3.endpoint`, `AWS_ENDPOINT_URL`).
-    pub endpoint: Option<String>,
-    /// Allow plain HTTP (`s3.allow_http`); defaults to true for `http://` endpoints.
-    pub allow_http: Option<bool>,
-    /// Path-style addressing (`s3.path_style`); defaults to true when an endpoint is set.
-    pub path_style: Option<bool>,
+mod bucket;
+
+pub use bucket::{BucketCreated, BucketError, create_bucket};
+
+crate::settings_struct! {
+    /// Storage settings for S3-compatible endpoints (MinIO, AWS S3, ...): the
+    /// `s3.*` keys.
+    ///
+    /// Every field is optional; unset fields fall back as described in the
+    /// [module docs](self).
+    #[derive(Eq, Hash)]
+    pub struct S3Settings prefix "s3" {
+        /// S3 access key id (env AWS_ACCESS_KEY_ID)
+        access_key_id: Option<String> = None,
+        /// S3 secret access key (env AWS_SECRET_ACCESS_KEY); never shown
+        secret_access_key: Option<String> = None,
+        /// S3 session token for temporary credentials (env AWS_SESSION_TOKEN); never shown
+        session_token: Option<String> = None,
+        /// S3 region (env AWS_REGION); us-east-1 when unset
+        region: Option<String> = None,
+        /// S3 endpoint URL, e.g. http://minio:9000 (env AWS_ENDPOINT_URL)
+        endpoint: Option<String> = None,
+        /// allow plain http; true by default for http:// endpoints (env AWS_ALLOW_HTTP)
+        allow_http: Option<bool> = None,
+        /// path-style addressing; true by default when an endpoint is set (env AWS_S3_ADDRESSING_STYLE)
+        path_style: Option<bool> = None,
+    }
 }
 
 impl fmt::Debug for S3Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let masked = |v: &Option<String>| v.as_ref().map(|_| secret::MASK);
-        f.debug_struct("S3Settings")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &masked(&self.secret_access_key))
-            .field("session_token", &masked(&self.session_token))
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("allow_http", &self.allow_http)
-            .field("path_style", &self.path_style)
-            .finish()
+        let mut out = f.debug_struct("S3Settings");
+        for (key, value) in self.values() {
+            let shown = value.map(|v| secret::display_value(key, &v).into_owned());
+            out.field(key, &shown);
+        }
+        out.finish()
     }
 }
-
-/// The keys under `s3.`, with their descriptions.
-pub const S3_KEYS: &[(&str, &str)] = &[
-    ("access_key_id", "S3 access key id (env AWS_ACCESS_KEY_ID)"),
-    (
-        "secret_access_key",
-        "S3 secret access key (env AWS_SECRET_ACCESS_KEY); never shown",
-    ),
-    ("session_token", "S3 session token (env AWS_SESSION_TOKEN); never shown"),
-    ("region", "S3 region (env AWS_REGION); us-east-1 when unset"),
-    (
-        "endpoint",
-        "S3 endpoint URL, e.g. http://minio:9000 (env AWS_ENDPOINT_URL)",
-    ),
-    ("allow_http", "allow plain http; true by default for http:// endpoints"),
-    (
-        "path_style",
-        "path-style addressing; true by default when an endpoint is set",
-    ),
-];
 
 impl S3Settings {
     /// The secret values among these settings (secret access key, session token).
@@ -119,52 +101,28 @@ impl S3Settings {
             .map(String::as_str)
     }
 
-    /// Sets one key (without the `s3.` prefix).
+    /// Sets one key (without the `s3.` prefix); secret values are registered
+    /// for scrubbing and the endpoint must be a URL.
     pub fn set(&mut self, key: &str, value: &str) -> std::result::Result<(), ConfigError> {
-        let text = || Some(value.trim().to_owned()).filter(|v| !v.is_empty());
-        match key {
-            "access_key_id" => self.access_key_id = text(),
-            "secret_access_key" => {
-                secret::register(value);
-                self.secret_access_key = text()
-            }
-            "session_token" => {
-                secret::register(value);
-                self.session_token = text()
-            }
-            "region" => self.region = text(),
-            "endpoint" => {
-                if let Some(endpoint) = text() {
-                    let url = Url::parse(&endpoint).map_err(|e| ConfigError::InvalidValue {
+        if secret::is_secret_key(key) {
+            secret::register(value);
+        }
+        if key == "endpoint" {
+            let endpoint = value.trim();
+            if !endpoint.is_empty() {
+                let url = Url::parse(endpoint).map_err(|e| ConfigError::InvalidValue {
+                    key: "s3.endpoint".into(),
+                    message: format!("'{endpoint}' is not a URL ({e}); write it as http://host:port"),
+                })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::InvalidValue {
                         key: "s3.endpoint".into(),
-                        message: format!("'{endpoint}' is not a URL ({e}); write it as http://host:port"),
-                    })?;
-                    if !matches!(url.scheme(), "http" | "https") {
-                        return Err(ConfigError::InvalidValue {
-                            key: "s3.endpoint".into(),
-                            message: format!("'{endpoint}' must start with http:// or https://"),
-                        });
-                    }
+                        message: format!("'{endpoint}' must start with http:// or https://"),
+                    });
                 }
-                self.endpoint = text()
-            }
-            "allow_http" => self.allow_http = Some(parse_bool("s3.allow_http", value)?),
-            "path_style" => self.path_style = Some(parse_bool("s3.path_style", value)?),
-            other => {
-                return Err(ConfigError::UnknownKey {
-                    key: format!("s3.{other}"),
-                    hint: format!(
-                        "storage keys are {}",
-                        S3_KEYS
-                            .iter()
-                            .map(|(k, _)| format!("s3.{k}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
             }
         }
-        Ok(())
+        self.set_key(key, value)
     }
 
     /// Reads the `s3.*` section of `settings` (keys without the prefix).
@@ -201,7 +159,7 @@ impl S3Settings {
             session_token,
             region: get(&["AWS_REGION", "AWS_DEFAULT_REGION"]),
             endpoint: get(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]),
-            allow_http: get(&["AWS_ALLOW_HTTP"]).map(|v| matches!(v.as_str(), "true" | "1")),
+            allow_http: get(&["AWS_ALLOW_HTTP"]).and_then(|v| parse_bool("AWS_ALLOW_HTTP", &v).ok()),
             path_style: get(&["AWS_S3_ADDRESSING_STYLE"]).map(|v| v != "virtual"),
         }
     }
@@ -235,18 +193,6 @@ impl S3Settings {
                 self.region.as_deref().unwrap_or("us-east-1")
             )
         })
-    }
-
-    fn entries(&self) -> Vec<(&'static str, Option<String>)> {
-        vec![
-            ("access_key_id", self.access_key_id.clone()),
-            ("secret_access_key", self.secret_access_key.clone()),
-            ("session_token", self.session_token.clone()),
-            ("region", self.region.clone()),
-            ("endpoint", self.endpoint.clone()),
-            ("allow_http", self.allow_http.map(|b| b.to_string())),
-            ("path_style", self.path_style.map(|b| b.to_string())),
-        ]
     }
 
     /// Builds an S3 object store for `bucket` with these settings.
@@ -314,17 +260,6 @@ impl S3Settings {
     }
 }
 
-fn parse_bool(key: &str, value: &str) -> std::result::Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::InvalidValue {
-            key: key.into(),
-            message: format!("'{value}' is not true or false"),
-        }),
-    }
-}
-
 /// The `s3.*` session options: what `SET s3.region = '...'` changes.
 ///
 /// Clones share their values, so the registry built for a session sees the
@@ -352,17 +287,7 @@ impl ConfigExtension for S3Options {
 }
 
 impl ExtensionOptions for S3Options {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
+    crate::extension_options_any!();
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
         self.inner
@@ -372,17 +297,7 @@ impl ExtensionOptions for S3Options {
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {
-        let settings = self.inner.read();
-        settings
-            .entries()
-            .into_iter()
-            .zip(S3_KEYS)
-            .map(|((key, value), (_, description))| ConfigEntry {
-                key: format!("{}.{key}", Self::PREFIX),
-                value,
-                description,
-            })
-            .collect()
+        self.inner.read().config_entries()
     }
 }
 
