@@ -79,12 +79,23 @@ pub struct ExecutorOptions {
     pub shuffle_ttl: Option<Duration>,
 }
 
+impl ExecutorOptions {
+    /// The scheduler an executor looks for unless told otherwise.
+    pub const DEFAULT_SCHEDULER: &str = "localhost";
+    /// Address an executor binds unless told otherwise: every interface.
+    pub const DEFAULT_BIND: &str = "0.0.0.0";
+    /// How often an executor tells the scheduler it is alive.
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+    /// How long an executor keeps trying to reach the scheduler at startup.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
 impl Default for ExecutorOptions {
     fn default() -> Self {
         Self {
-            scheduler_host: "localhost".into(),
-            scheduler_port: 50050,
-            bind_host: "0.0.0.0".into(),
+            scheduler_host: Self::DEFAULT_SCHEDULER.into(),
+            scheduler_port: quiver_core::api::DEFAULT_SCHEDULER_PORT,
+            bind_host: Self::DEFAULT_BIND.into(),
             external_host: None,
             flight_port: DEFAULT_FLIGHT_PORT,
             grpc_port: DEFAULT_GRPC_PORT,
@@ -93,8 +104,8 @@ impl Default for ExecutorOptions {
             memory_limit: None,
             work_dir: None,
             id: None,
-            heartbeat_interval: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(60),
+            heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             shuffle_ttl: Some(Duration::from_secs(24 * 3600)),
         }
     }

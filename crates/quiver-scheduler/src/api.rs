@@ -23,8 +23,9 @@ use quiver_core::output::{OutputFormat, render};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
+use crate::SchedulerServer;
 use crate::cluster::ClusterView;
-use crate::jobs::{Ballista, JobError, JobFilter, JobService};
+use crate::jobs::{JobError, JobFilter, JobService};
 use crate::metrics::SchedulerMetrics;
 
 /// What every handler can reach.
@@ -34,8 +35,8 @@ pub struct AppState {
     pub jobs: Arc<JobService>,
     /// Executors past and present.
     pub cluster: Arc<ClusterView>,
-    /// Ballista's scheduler.
-    pub scheduler: Ballista,
+    /// The distributed scheduler.
+    pub scheduler: SchedulerServer,
     /// Prometheus metrics.
     pub metrics: SchedulerMetrics,
     /// Access control.
@@ -200,7 +201,7 @@ pub(crate) fn filter_from(
         since,
         until,
         offset: offset.unwrap_or(0),
-        limit: limit.unwrap_or(50),
+        limit: limit.unwrap_or(JobFilter::DEFAULT_LIMIT),
     })
 }
 

@@ -14,9 +14,11 @@ use ballista_core::serde::scheduler::ExecutorMetadata;
 use ballista_scheduler::cluster::ClusterStateEvent;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use quiver_core::api::{ClusterOverview, ExecutorInfo};
+use quiver_core::api::{ClusterOverview, ExecutorInfo, ExecutorState};
 
-use crate::jobs::{Ballista, JobService, now_ms};
+use crate::SchedulerServer;
+use crate::clock::now_ms;
+use crate::jobs::JobService;
 
 #[derive(Debug, Clone)]
 struct Lost {
@@ -34,7 +36,7 @@ pub struct ClusterView {
 
 /// Task slots of the executors that sent a heartbeat within the scheduler's
 /// executor timeout: how many tasks the cluster runs at once.
-pub async fn alive_slots(scheduler: &Ballista) -> usize {
+pub async fn alive_slots(scheduler: &SchedulerServer) -> usize {
     let timeout = scheduler.state.config.executor_timeout_seconds;
     executor_states(scheduler)
         .await
@@ -45,7 +47,7 @@ pub async fn alive_slots(scheduler: &Ballista) -> usize {
 }
 
 /// Every executor Ballista knows, with its last heartbeat and metrics.
-async fn executor_states(scheduler: &Ballista) -> Vec<ExecutorState> {
+async fn executor_states(scheduler: &SchedulerServer) -> Vec<ExecutorRecord> {
     scheduler
         .state
         .executor_manager
@@ -54,7 +56,7 @@ async fn executor_states(scheduler: &Ballista) -> Vec<ExecutorState> {
         .unwrap_or_default()
 }
 
-type ExecutorState = (ExecutorMetadata, Option<Duration>, Vec<ExecutorMetric>);
+type ExecutorRecord = (ExecutorMetadata, Option<Duration>, Vec<ExecutorMetric>);
 
 /// Whether a heartbeat (time since the epoch) is within `timeout_secs` of now.
 fn is_alive(heartbeat: Option<Duration>, timeout_secs: u64) -> bool {
@@ -74,7 +76,7 @@ impl ClusterView {
     }
 
     /// Follows Ballista's cluster events to notice executors leaving.
-    pub async fn follow(self: &Arc<Self>, scheduler: &Ballista) {
+    pub async fn follow(self: &Arc<Self>, scheduler: &SchedulerServer) {
         let events = match scheduler.cluster_state_events().await {
             Ok(e) => e,
             Err(e) => {
@@ -95,7 +97,7 @@ impl ClusterView {
                         tracing::warn!(executor = %executor_id, "executor lost");
                         let last = view.seen.lock().get(&executor_id).cloned();
                         if let Some(mut info) = last {
-                            info.state = "lost".into();
+                            info.state = ExecutorState::Lost;
                             info.running_tasks = 0;
                             info.free_slots = 0;
                             info.lost_reason = Some(format!(
@@ -111,7 +113,7 @@ impl ClusterView {
     }
 
     /// Every executor, alive ones first.
-    pub async fn executors(&self, scheduler: &Ballista, jobs: &JobService) -> Vec<ExecutorInfo> {
+    pub async fn executors(&self, scheduler: &SchedulerServer, jobs: &JobService) -> Vec<ExecutorInfo> {
         let counts = jobs.executor_task_counts();
         let mut out = Vec::new();
         for (meta, heartbeat, metrics) in executor_states(scheduler).await {
@@ -132,7 +134,11 @@ impl ClusterView {
                 id: meta.id.clone(),
                 host: meta.host.clone(),
                 port: meta.port,
-                state: if alive { "alive" } else { "lost" }.into(),
+                state: if alive {
+                    ExecutorState::Alive
+                } else {
+                    ExecutorState::Lost
+                },
                 slots,
                 free_slots: slots.saturating_sub(running.min(u32::MAX as u64) as u32),
                 running_tasks: running,
@@ -157,14 +163,17 @@ impl ClusterView {
                 out.push(info);
             }
         }
-        out.sort_by(|a, b| (a.state != "alive", &a.host, a.port).cmp(&(b.state != "alive", &b.host, b.port)));
+        out.sort_by(|a, b| {
+            let lost = |e: &ExecutorInfo| e.state != ExecutorState::Alive;
+            (lost(a), &a.host, a.port).cmp(&(lost(b), &b.host, b.port))
+        });
         out
     }
 
     /// The overview page's numbers.
-    pub async fn overview(&self, scheduler: &Ballista, jobs: &JobService) -> ClusterOverview {
+    pub async fn overview(&self, scheduler: &SchedulerServer, jobs: &JobService) -> ClusterOverview {
         let executors = self.executors(scheduler, jobs).await;
-        let alive: Vec<&ExecutorInfo> = executors.iter().filter(|e| e.state == "alive").collect();
+        let alive: Vec<&ExecutorInfo> = executors.iter().filter(|e| e.state == ExecutorState::Alive).collect();
         let (running, queued, total) = jobs.counts();
         ClusterOverview {
             version: env!("CARGO_PKG_VERSION").into(),

@@ -20,7 +20,6 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ballista_scheduler::scheduler_server::JobIdGenerator;
 
@@ -83,11 +82,7 @@ impl JobIdGenerator for JobIds {
 /// Milliseconds since the Unix epoch in the low 48 bits (0 for a clock set
 /// before 1970: the sequence keeps ids unique).
 fn unix_millis() -> u64 {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    (millis as u64) & ((1 << (64 - SEQUENCE_BITS)) - 1)
+    crate::clock::now_ms() & ((1 << (64 - SEQUENCE_BITS)) - 1)
 }
 
 /// `id` as 13 Crockford base32 digits, most significant first and

@@ -26,6 +26,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod cluster;
 pub mod history;
 pub mod job_ids;
@@ -51,8 +52,8 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::cluster::memory::{InMemoryClusterState, InMemoryJobState};
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::metrics::default_metrics_collector;
-use ballista_scheduler::scheduler_server::SchedulerServer;
 use ballista_scheduler::state::session_manager::share_file_statistics_cache;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use quiver_core::session::SessionFactory;
 use tokio::task::JoinHandle;
 
@@ -66,7 +67,11 @@ use crate::metrics::SchedulerMetrics;
 use crate::observe::ObservedJobState;
 
 /// Default scheduler port.
-pub const DEFAULT_PORT: u16 = 50050;
+pub const DEFAULT_PORT: u16 = quiver_core::api::DEFAULT_SCHEDULER_PORT;
+
+/// The distributed scheduler at the heart of a Quiver scheduler: Ballista's
+/// `SchedulerServer` with the plan types Quiver's codecs carry.
+pub type SchedulerServer = ballista_scheduler::scheduler_server::SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -91,13 +96,22 @@ pub struct SchedulerOptions {
     pub round_robin: bool,
 }
 
+impl SchedulerOptions {
+    /// Address a scheduler binds unless told otherwise: every interface.
+    pub const DEFAULT_BIND: &str = "0.0.0.0";
+    /// Host name a scheduler advertises unless told otherwise.
+    pub const DEFAULT_EXTERNAL_HOST: &str = "localhost";
+    /// How long an executor may stay silent before it is lost.
+    pub const DEFAULT_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 impl Default for SchedulerOptions {
     fn default() -> Self {
         Self {
-            bind_host: "0.0.0.0".into(),
+            bind_host: Self::DEFAULT_BIND.into(),
             port: DEFAULT_PORT,
-            external_host: "localhost".into(),
-            executor_timeout: Duration::from_secs(30),
+            external_host: Self::DEFAULT_EXTERNAL_HOST.into(),
+            executor_timeout: Self::DEFAULT_EXECUTOR_TIMEOUT,
             history: HistoryLocation::Memory,
             jobs: JobServiceOptions::default(),
             token: None,
@@ -131,7 +145,7 @@ pub enum SchedulerError {
 /// A running scheduler.
 pub struct SchedulerHandle {
     addr: SocketAddr,
-    scheduler: jobs::Ballista,
+    scheduler: SchedulerServer,
     url: String,
     jobs: Arc<JobService>,
     server: JoinHandle<Result<(), SchedulerError>>,
@@ -234,7 +248,7 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
     let cluster = BallistaCluster::new(Arc::new(InMemoryClusterState::default()), Arc::new(observed));
     let codec = BallistaCodec::new(factory.logical_codec(), factory.physical_codec());
     let collector = default_metrics_collector().map_err(|e| SchedulerError::Ballista(e.to_string()))?;
-    let mut scheduler: jobs::Ballista = SchedulerServer::new(
+    let mut scheduler = SchedulerServer::new(
         config.scheduler_endpoint(),
         cluster,
         codec,

@@ -29,9 +29,11 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::Mutex;
-use quiver_core::api::{JobState as QueryState, Progress, QueryInfo, StageInfo, StageMetrics, TaskInfo};
+use quiver_core::api::{
+    JobSource, JobState as QueryState, Progress, QueryInfo, StageInfo, StageMetrics, StageState, TaskInfo, TaskState,
+};
+use quiver_core::options::quiver_options;
 use quiver_core::secret;
-use quiver_core::session::quiver_options;
 
 /// Receives Ballista's query graphs.
 pub trait QueryObserver: Send + Sync {
@@ -52,7 +54,7 @@ pub struct QueryOwner {
     /// `ballista.job.name`.
     pub name: String,
     /// `quiver.job_source`.
-    pub source: Option<String>,
+    pub source: Option<JobSource>,
 }
 
 impl QueryOwner {
@@ -188,7 +190,7 @@ struct RenderedStage {
 /// Everything about a stage that changes its plan text or metric totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StageVersion {
-    state: &'static str,
+    state: StageState,
     attempt: usize,
     tasks: usize,
     tasks_ended: usize,
@@ -310,7 +312,7 @@ fn query_info<'g>(
 
 /// The fields of a stage, whatever its variant.
 struct StageParts<'a> {
-    state: &'static str,
+    state: StageState,
     attempt: usize,
     partitions: usize,
     inputs: Vec<usize>,
@@ -345,11 +347,14 @@ impl<'a> StageParts<'a> {
             error: None,
         };
         match stage {
-            ExecutionStage::UnResolved(s) => {
-                base("pending", s.stage_attempt_num, 0, s.inputs.keys().copied().collect())
-            }
+            ExecutionStage::UnResolved(s) => base(
+                StageState::Pending,
+                s.stage_attempt_num,
+                0,
+                s.inputs.keys().copied().collect(),
+            ),
             ExecutionStage::Resolved(s) => base(
-                "resolved",
+                StageState::Resolved,
                 s.stage_attempt_num,
                 s.partitions,
                 s.inputs.keys().copied().collect(),
@@ -358,7 +363,7 @@ impl<'a> StageParts<'a> {
                 tasks: &s.task_infos,
                 metrics: s.stage_metrics.as_deref(),
                 ..base(
-                    "running",
+                    StageState::Running,
                     s.stage_attempt_num,
                     s.partitions,
                     s.inputs.keys().copied().collect(),
@@ -368,7 +373,7 @@ impl<'a> StageParts<'a> {
                 tasks: &s.task_infos,
                 metrics: Some(s.stage_metrics.as_slice()),
                 ..base(
-                    "succeeded",
+                    StageState::Succeeded,
                     s.stage_attempt_num,
                     s.partitions,
                     s.inputs.keys().copied().collect(),
@@ -378,7 +383,7 @@ impl<'a> StageParts<'a> {
                 tasks: &s.task_infos,
                 metrics: s.stage_metrics.as_deref(),
                 error: Some(secret::redact(&s.error_message).into_owned()),
-                ..base("failed", s.stage_attempt_num, s.partitions, vec![])
+                ..base(StageState::Failed, s.stage_attempt_num, s.partitions, vec![])
             },
         }
     }
@@ -406,7 +411,7 @@ fn stage_info<'g>(
 
     let mut progress = Progress {
         stages_total: 1,
-        stages_done: u64::from(state == "succeeded"),
+        stages_done: u64::from(state == StageState::Succeeded),
         tasks_total: partitions_to_tasks(partitions, tasks),
         ..Progress::default()
     };
@@ -417,7 +422,7 @@ fn stage_info<'g>(
         let (state, executor, error) = match &t.task_status {
             task_status::Status::Running(r) => {
                 progress.tasks_running += 1;
-                ("running", Some(r.executor_id.clone()), None)
+                (TaskState::Running, Some(r.executor_id.clone()), None)
             }
             task_status::Status::Successful(s) => {
                 progress.tasks_done += 1;
@@ -425,12 +430,12 @@ fn stage_info<'g>(
                     shuffle_write_bytes += p.num_bytes;
                     shuffle_write_rows += p.num_rows;
                 }
-                ("succeeded", Some(s.executor_id.clone()), None)
+                (TaskState::Succeeded, Some(s.executor_id.clone()), None)
             }
             task_status::Status::Failed(f) => {
                 progress.tasks_failed += 1;
                 (
-                    "failed",
+                    TaskState::Failed,
                     executors.get(&(id, t.task_id)).cloned(),
                     Some(secret::redact(&f.error).into_owned()),
                 )
@@ -443,7 +448,7 @@ fn stage_info<'g>(
             partitions: t.global_input_partition_ids.clone(),
             executor_id: executor,
             attempt: 0,
-            state: state.into(),
+            state,
             launched_at: ms(t.launch_time),
             started_at: ms(t.start_exec_time),
             finished_at: ms(t.finish_time).or(ms(t.end_exec_time)),
@@ -465,7 +470,7 @@ fn stage_info<'g>(
     outputs.sort_unstable();
     StageInfo {
         id,
-        state: state.into(),
+        state,
         attempt,
         partitions,
         inputs,
@@ -570,7 +575,7 @@ mod tests {
             partitions,
             executor_id: None,
             attempt: 9,
-            state: "failed".into(),
+            state: TaskState::Failed,
             launched_at: None,
             started_at: None,
             finished_at: None,
@@ -622,12 +627,15 @@ mod tests {
         // Reviving makes the first stage runnable: its record must say so.
         assert!(graph.revive());
         let revived = renderer.query_info(&graph, &HashMap::new());
-        let states: Vec<&str> = revived.stages.iter().map(|s| s.state.as_str()).collect();
-        assert_eq!(states, ["running", "pending"], "{revived:?}");
+        let states: Vec<StageState> = revived.stages.iter().map(|s| s.state).collect();
+        assert_eq!(states, [StageState::Running, StageState::Pending], "{revived:?}");
         assert_eq!(revived.stages[1].plan, first.stages[1].plan);
         let cached_state = |id: usize| renderer.stages.lock()[&("q1".to_owned(), id)].version.state;
         let ids: Vec<usize> = revived.stages.iter().map(|s| s.id).collect();
-        assert_eq!([cached_state(ids[0]), cached_state(ids[1])], ["running", "pending"]);
+        assert_eq!(
+            [cached_state(ids[0]), cached_state(ids[1])],
+            [StageState::Running, StageState::Pending]
+        );
 
         graph.fail_job("stopped by the test".into());
         let failed = renderer.query_info(&graph, &HashMap::new());

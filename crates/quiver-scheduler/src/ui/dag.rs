@@ -103,7 +103,7 @@ pub fn render(stages: &[StageInfo]) -> String {
     }
     for s in stages {
         let (x, y) = pos[&s.id];
-        let state = escape(&s.state);
+        let state = escape(s.state.as_str());
         let _ = write!(
             svg,
             r##"<g class="dag-node state-{state}"><a href="#stage-{id}"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="6"/><text x="{tx}" y="{t1}" class="dag-title">Stage {id} · {state}</text><text x="{tx}" y="{t2}">tasks {done}/{total} · {parts} partitions</text><text x="{tx}" y="{t3}">rows out {rows}</text></a></g>"##,
@@ -125,12 +125,12 @@ pub fn render(stages: &[StageInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_core::api::{Progress, StageMetrics};
+    use quiver_core::api::{Progress, StageMetrics, StageState};
 
     fn stage(id: usize, inputs: Vec<usize>) -> StageInfo {
         StageInfo {
             id,
-            state: "succeeded".into(),
+            state: StageState::Succeeded,
             attempt: 0,
             partitions: 2,
             inputs,

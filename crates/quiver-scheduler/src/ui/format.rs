@@ -1,6 +1,6 @@
 //! Numbers, sizes, times and durations as the UI shows them.
 
-use crate::jobs::now_ms;
+use crate::clock::now_ms;
 
 /// `1.2 MiB`.
 pub fn bytes(n: u64) -> String {

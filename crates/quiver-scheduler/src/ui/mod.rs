@@ -272,7 +272,7 @@ fn stage_table(stages: &[StageInfo]) -> Markup {
                 @for s in stages {
                     tr {
                         td { a href={"#stage-" (s.id)} { (s.id) } }
-                        td { (state_badge(&s.state)) }
+                        td { (state_badge(s.state.as_str())) }
                         td { (progress_bar(&s.progress)) }
                         td.num { (count(s.metrics.input_rows)) }
                         td.num { (count(s.metrics.output_rows)) }
@@ -302,7 +302,7 @@ fn task_table(stage: &StageInfo) -> Markup {
                         td { (t.partitions.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")) }
                         td { (t.executor_id.as_deref().unwrap_or("–")) }
                         td.num { (t.attempt) }
-                        td { (state_badge(&t.state)) }
+                        td { (state_badge(t.state.as_str())) }
                         td { (time(t.started_at)) }
                         td.num { (duration(t.duration_ms)) }
                         td.error-cell { (t.error.as_deref().unwrap_or("")) }
@@ -337,7 +337,7 @@ fn query_section(q: &QueryInfo) -> Markup {
             @for s in &q.stages {
                 details.stage id={"stage-" (s.id)} {
                     summary {
-                        "Stage " (s.id) " " (state_badge(&s.state))
+                        "Stage " (s.id) " " (state_badge(s.state.as_str()))
                         span.muted { " · " (s.partitions) " partitions · " (s.tasks.len()) " tasks"
                             @if !s.inputs.is_empty() { " · reads stage " (s.inputs.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")) } }
                     }
@@ -480,7 +480,7 @@ fn executor_row(e: &ExecutorInfo) -> Markup {
         tr {
             td { code { (e.id) } }
             td { (e.host) ":" (e.port) }
-            td { (state_badge(&e.state)) }
+            td { (state_badge(e.state.as_str())) }
             td.num { (e.slots - e.free_slots) " / " (e.slots) }
             td.num { (e.running_tasks) }
             td.num { (e.finished_tasks) }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use quiver_core::api::{ExecutorInfo, JobDetail, JobState, SubmitJob};
+use quiver_core::api::{ExecutorInfo, ExecutorState, JobDetail, JobState, SubmitJob};
 use serde_json::Value;
 
 pub const ACCESS_KEY: &str = "quiver-test-key";
@@ -468,7 +468,7 @@ impl Cluster {
             return vec![];
         }
         let all: Vec<ExecutorInfo> = r.json().unwrap_or_default();
-        all.into_iter().filter(|e| e.state == "alive").collect()
+        all.into_iter().filter(|e| e.state == ExecutorState::Alive).collect()
     }
 
     pub fn submit_rest(&self, sql: &str, name: &str) -> String {
