@@ -139,7 +139,7 @@ impl ApiClient {
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
-            message: root_cause(&e),
+            message: quiver_core::messages::root_cause(&e),
         })?;
         let status = response.status();
         if status.is_success() {
@@ -242,16 +242,6 @@ impl ApiClient {
     pub async fn executors(&self) -> Result<Vec<ExecutorInfo>, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/api/v1/executors")).await
     }
-}
-
-/// The innermost cause of a transport error: "Connection refused" rather than
-/// "error sending request".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ impl QuiverBuilder {
             .await?;
         let info = JobInfo {
             name: self.name,
-            source: self.source.as_str().into(),
+            source: self.source,
             job_id: Some(job.id.clone()),
         };
         // Partitions per stage follow the cluster's task slots; a cluster

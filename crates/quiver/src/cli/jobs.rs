@@ -201,7 +201,7 @@ fn show(d: &JobDetail) -> String {
             executors.dedup();
             t.add_row(vec![
                 st.id.to_string(),
-                st.state.clone(),
+                st.state.to_string(),
                 format!("{}/{}", st.progress.tasks_done, st.progress.tasks_total),
                 st.metrics.input_rows.to_string(),
                 st.metrics.output_rows.to_string(),

@@ -1,6 +1,9 @@
 //! Command-line parsing and dispatch.
 
+mod config;
 mod describe;
+mod fs;
+mod health;
 mod jobs;
 mod servers;
 mod shell;
@@ -42,6 +45,14 @@ enum Command {
     /// List, show and cancel jobs on a scheduler.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Buckets and objects in S3: `mb`, `ls`, `cp` (as `mc` or `aws s3`).
+    #[command(subcommand)]
+    Fs(fs::FsCommand),
+    /// Settings Quiver knows: `quiver config keys`.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Probe a scheduler's or executor's health endpoint (the containers' health check).
+    Health(health::HealthArgs),
 }
 
 /// An error that is the user's to fix (exit code 2).
@@ -68,6 +79,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Submit(args) => submit::run(args, cli.config.as_deref()).await,
         Command::Sql(args) => shell::run(args, cli.config.as_deref()).await,
         Command::Jobs(command) => jobs::run(command).await,
+        Command::Fs(command) => fs::run(command, cli.config.as_deref()).await,
+        Command::Config(command) => config::run(command),
+        Command::Health(args) => health::run(args).await,
     };
     match result {
         Ok(code) => code,

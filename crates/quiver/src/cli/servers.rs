@@ -15,34 +15,38 @@ use quiver_scheduler::jobs::JobServiceOptions;
 
 use super::UsageError;
 
+const SECS_PER_DAY: u64 = 24 * 3600;
+
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
     /// Address to listen on.
-    #[arg(long, env = "QUIVER_BIND", default_value = "0.0.0.0")]
+    #[arg(long, env = "QUIVER_BIND", default_value = SchedulerOptions::DEFAULT_BIND)]
     bind: String,
     /// Port for gRPC, REST, the UI and metrics.
     #[arg(long, short = 'p', env = "QUIVER_PORT", default_value_t = quiver_scheduler::DEFAULT_PORT)]
     port: u16,
     /// Host name executors and clients use to reach this scheduler.
-    #[arg(long, env = "QUIVER_EXTERNAL_HOST", default_value = "localhost")]
+    #[arg(long, env = "QUIVER_EXTERNAL_HOST", default_value = SchedulerOptions::DEFAULT_EXTERNAL_HOST)]
     external_host: String,
     /// Seconds without a heartbeat after which an executor is lost and its work rerun.
-    #[arg(long, env = "QUIVER_EXECUTOR_TIMEOUT", default_value_t = 30, value_name = "SECS")]
+    #[arg(long, env = "QUIVER_EXECUTOR_TIMEOUT", value_name = "SECS",
+          default_value_t = SchedulerOptions::DEFAULT_EXECUTOR_TIMEOUT.as_secs())]
     executor_timeout: u64,
     /// Where job history is kept: a directory, s3://bucket/prefix, or `memory`.
     #[arg(long, env = "QUIVER_HISTORY", default_value = "memory", value_name = "LOCATION")]
     history: HistoryLocation,
     /// Jobs kept in history.
-    #[arg(long, env = "QUIVER_HISTORY_MAX_JOBS", default_value_t = 1000)]
+    #[arg(long, env = "QUIVER_HISTORY_MAX_JOBS", default_value_t = JobServiceOptions::DEFAULT.max_history_jobs)]
     history_max_jobs: usize,
     /// Days finished jobs are kept in history.
-    #[arg(long, env = "QUIVER_HISTORY_MAX_AGE_DAYS", default_value_t = 30)]
+    #[arg(long, env = "QUIVER_HISTORY_MAX_AGE_DAYS",
+          default_value_t = JobServiceOptions::DEFAULT.max_history_age.as_secs() / SECS_PER_DAY)]
     history_max_age_days: u64,
     /// Scripts run at once; more wait as queued.
-    #[arg(long, env = "QUIVER_MAX_RUNNING_JOBS", default_value_t = 4)]
+    #[arg(long, env = "QUIVER_MAX_RUNNING_JOBS", default_value_t = JobServiceOptions::DEFAULT.max_running_jobs)]
     max_running_jobs: usize,
     /// Rows kept from each query result of a submitted script.
-    #[arg(long, env = "QUIVER_MAX_RESULT_ROWS", default_value_t = 100_000)]
+    #[arg(long, env = "QUIVER_MAX_RESULT_ROWS", default_value_t = JobServiceOptions::DEFAULT.max_result_rows)]
     max_result_rows: usize,
     /// File holding the access token clients must send (or set QUIVER_TOKEN).
     #[arg(long, env = "QUIVER_TOKEN_FILE", value_name = "FILE")]
@@ -70,7 +74,7 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
             max_running_jobs: args.max_running_jobs,
             max_result_rows: args.max_result_rows,
             max_history_jobs: args.history_max_jobs,
-            max_history_age: Duration::from_secs(args.history_max_age_days * 24 * 3600),
+            max_history_age: Duration::from_secs(args.history_max_age_days.saturating_mul(SECS_PER_DAY)),
             ..JobServiceOptions::default()
         },
         token,
@@ -89,16 +93,20 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
 #[derive(Debug, Args)]
 pub struct ExecutorArgs {
     /// The scheduler, as HOST:PORT.
-    #[arg(long, env = "QUIVER_SCHEDULER", default_value = "localhost:50050")]
+    #[arg(long, env = "QUIVER_SCHEDULER", default_value = ExecutorOptions::DEFAULT_SCHEDULER)]
     scheduler: String,
     /// Address to bind the executor's services to.
-    #[arg(long, env = "QUIVER_BIND", default_value = "0.0.0.0")]
+    #[arg(long, env = "QUIVER_BIND", default_value = ExecutorOptions::DEFAULT_BIND)]
     bind: String,
     /// Host name the scheduler, other executors and clients use to reach this
     /// executor (its container name in Docker); default: the address the
     /// scheduler sees.
     #[arg(long, env = "QUIVER_EXTERNAL_HOST")]
     external_host: Option<String>,
+    /// Advertise this machine's host name (a container's name on its Docker
+    /// network, so `--scale` needs no per-executor settings).
+    #[arg(long, env = "QUIVER_ADVERTISE_HOSTNAME", conflicts_with = "external_host")]
+    advertise_hostname: bool,
     /// Arrow Flight port (shuffle data and results).
     #[arg(long, env = "QUIVER_FLIGHT_PORT", default_value_t = quiver_executor::DEFAULT_FLIGHT_PORT)]
     flight_port: u16,
@@ -122,10 +130,12 @@ pub struct ExecutorArgs {
     #[arg(long, env = "QUIVER_EXECUTOR_ID")]
     id: Option<String>,
     /// Seconds between heartbeats to the scheduler.
-    #[arg(long, env = "QUIVER_HEARTBEAT_INTERVAL", default_value_t = 5, value_name = "SECS")]
+    #[arg(long, env = "QUIVER_HEARTBEAT_INTERVAL", value_name = "SECS",
+          default_value_t = ExecutorOptions::DEFAULT_HEARTBEAT_INTERVAL.as_secs())]
     heartbeat_interval: u64,
     /// Seconds to keep trying to reach the scheduler at startup.
-    #[arg(long, env = "QUIVER_CONNECT_TIMEOUT", default_value_t = 60, value_name = "SECS")]
+    #[arg(long, env = "QUIVER_CONNECT_TIMEOUT", value_name = "SECS",
+          default_value_t = ExecutorOptions::DEFAULT_CONNECT_TIMEOUT.as_secs())]
     connect_timeout: u64,
 }
 
@@ -141,9 +151,12 @@ pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Resu
     let parsed = url::Url::parse(&url).map_err(|e| UsageError(format!("--scheduler: {e}")))?;
     let options = ExecutorOptions {
         scheduler_host: parsed.host_str().unwrap_or("localhost").to_owned(),
-        scheduler_port: parsed.port().unwrap_or(quiver_scheduler::DEFAULT_PORT),
+        scheduler_port: parsed.port().unwrap_or(quiver_core::api::DEFAULT_SCHEDULER_PORT),
         bind_host: args.bind,
-        external_host: args.external_host,
+        external_host: match args.advertise_hostname {
+            true => Some(host_name()?),
+            false => args.external_host,
+        },
         flight_port: args.flight_port,
         grpc_port: args.grpc_port,
         health_port: (args.health_port != 0).then_some(args.health_port),
@@ -157,6 +170,18 @@ pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Resu
     };
     quiver_executor::run(options, factory).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// This machine's host name, as the kernel knows it.
+fn host_name() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    name.ok_or_else(|| {
+        UsageError("--advertise-hostname: cannot read this machine's host name; use --external-host".into()).into()
+    })
 }
 
 /// The session factory of this process, from its config file.

@@ -9,7 +9,8 @@
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `tpch`: all 22 TPC-H queries (SF0.01) on a cluster give DuckDB's answers;
-//! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster.
+//! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster;
+//! * `tools`: `quiver fs` against the S3 server, `quiver health`, `quiver config keys`.
 
 mod bad_input;
 mod browser;
@@ -20,5 +21,6 @@ mod harness;
 mod jobs_api;
 mod shell;
 mod slt;
+mod tools;
 mod tpch;
 mod ui;
