@@ -167,6 +167,8 @@ api_state! {
         Dataframe => "dataframe",
         /// A Ballista client that did not register a job.
         Client => "client",
+        /// A statement from an Arrow Flight SQL client (ADBC, JDBC, BI tools).
+        FlightSql => "flight_sql",
     }
 }
 

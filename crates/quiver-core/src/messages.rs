@@ -41,6 +41,13 @@ pub fn clean_message(message: &str) -> String {
     if let Some(c) = job.captures(&m) {
         return format!("{} (query {})", unwrap_debug(&c[2]).0, &c[1]);
     }
+    // The parser's errors arrive Debug-printed: `SQL error: ParserError("...")`.
+    if let Some(rest) = m.strip_prefix("SQL error: ") {
+        let (inner, kinds) = unwrap_debug(rest);
+        if kinds.iter().any(|k| k == "ParserError" || k == "TokenizerError") {
+            return format!("syntax error: {inner}");
+        }
+    }
     m
 }
 
@@ -108,6 +115,14 @@ mod tests {
             "malformed CSV: incorrect number of fields \"x\" (query 038G, stage 0)"
         );
         assert_eq!(clean_message("External error: Execution error: plain"), "plain");
+    }
+
+    #[test]
+    fn parser_errors_read_as_syntax_errors() {
+        assert_eq!(
+            clean_message("SQL error: ParserError(\"Expected: an SQL statement, found: SELEC at Line: 1, Column: 1\")"),
+            "syntax error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! the `quiver_token` cookie the UI's login form sets. gRPC calls that submit,
 //! follow or cancel queries need it too; the calls executors make (register,
 //! heartbeat, task status) and shuffle/result fetches do not, since executors
-//! hold no token — keep the cluster's network private.
+//! hold no token — keep the cluster's network private. Arrow Flight passes
+//! this layer: [`crate::flight`] checks the token on every Flight SQL call
+//! itself, since result fetches share its gRPC service.
 //!
 //! The token is compared in constant time and never logged or shown.
 

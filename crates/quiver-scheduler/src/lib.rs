@@ -5,8 +5,9 @@
 //!
 //! * Ballista's scheduler gRPC service (clients submit queries, executors
 //!   register, heartbeat and report tasks);
-//! * an Arrow Flight proxy, so clients fetch results through the scheduler
-//!   and never need to reach an executor;
+//! * Arrow Flight: Flight SQL for ADBC, JDBC and BI tools, and the proxy
+//!   clients fetch results through, so they never need to reach an executor
+//!   ([`flight`]);
 //! * the job service's REST API ([`api`]) and Prometheus metrics;
 //! * the web UI ([`ui`]);
 //! * `/healthz` and `/readyz` probes.
@@ -28,6 +29,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod cluster;
+pub mod flight;
 pub mod history;
 pub mod job_ids;
 pub mod jobs;
@@ -315,10 +317,11 @@ fn router(app: AppState, config: &SchedulerConfig, auth: Auth) -> Router {
         .max_decoding_message_size(max_decoding)
         .max_encoding_message_size(max_encoding);
     let proxy = BallistaFlightProxyService::new(max_decoding, max_encoding, false, None);
+    let flight = flight::QuiverFlight::new(Arc::clone(&app.jobs), proxy, auth.clone());
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(grpc);
     routes.add_service(
-        FlightServiceServer::new(proxy)
+        FlightServiceServer::new(flight)
             .max_decoding_message_size(max_decoding)
             .max_encoding_message_size(max_encoding),
     );

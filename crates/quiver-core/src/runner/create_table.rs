@@ -62,9 +62,42 @@ impl StatementRunner {
         Ok((location, table_url))
     }
 
+    /// `CREATE TABLE IF NOT EXISTS t USING delta LOCATION l` where `l` holds
+    /// a Delta table already: as in Spark, that table is `t` and nothing is
+    /// written (so a daily job can create its table on the first run only).
+    async fn existing_delta_table(&self, ctas: &CreateTableAs) -> Result<Option<Produced>, RunError> {
+        let location = format!("{}/", ctas.location.trim_end_matches('/'));
+        let log = ListingTableUrl::parse(format!("{location}_delta_log/"))?;
+        let store = self.ctx.runtime_env().object_store(&log)?;
+        let has_log = store
+            .list(Some(log.prefix()))
+            .try_next()
+            .await
+            .map_err(DataFusionError::from)?
+            .is_some();
+        if !has_log {
+            return Ok(None);
+        }
+        let table =
+            crate::delta::DeltaTable::open(&location, crate::delta::TableVersion::Latest, &self.ctx.copied_config())
+                .await?;
+        self.ctx.register_table(ctas.name.as_str(), Arc::new(table))?;
+        Ok(Some((
+            OutputKind::Done,
+            format!("Delta table {} exists at {location}", ctas.name),
+            empty_schema(),
+            vec![],
+        )))
+    }
+
     /// `CREATE TABLE t USING delta ... AS SELECT`: one distributed write, one commit.
     async fn create_delta_table_as(&self, ctas: CreateTableAs) -> Result<Produced, RunError> {
         if let Some(done) = self.check_new_name(&ctas)? {
+            return Ok(done);
+        }
+        if ctas.if_not_exists
+            && let Some(done) = self.existing_delta_table(&ctas).await?
+        {
             return Ok(done);
         }
         let (location, _) = self.empty_location(&ctas.location).await?;

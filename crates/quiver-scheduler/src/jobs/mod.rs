@@ -38,6 +38,7 @@ use tokio::sync::Semaphore;
 
 pub use registry::JobFilter;
 pub use results::StoredResult;
+pub use sessions::StatementEnd;
 
 use crate::SchedulerServer;
 use crate::history::{HistoryError, HistoryStore};

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use datafusion::prelude::SessionContext;
 use quiver_core::api::{JobSource, JobState, JobSummary, StatementInfo, SubmitJob};
 use quiver_core::config::Settings;
 use quiver_core::runner::{OutputKind, StatementRunner};
@@ -164,7 +165,7 @@ impl JobService {
     }
 
     /// A runner whose session plans on this scheduler's own cluster, as the
-    /// job `id`, with as many partitions per stage as the cluster has slots.
+    /// job `id`.
     async fn runner_for(
         &self,
         id: &str,
@@ -172,22 +173,27 @@ impl JobService {
         source: JobSource,
         conf: &Settings,
     ) -> Result<StatementRunner, String> {
-        let url = self.scheduler_url.get().cloned().unwrap_or_default();
         let info = JobInfo {
             name,
             source,
             job_id: Some(id.to_owned()),
         };
+        let ctx = self.cluster_context(&info, conf).await?;
+        Ok(StatementRunner::new(ctx, Arc::clone(self.factory.storage()))
+            .with_max_rows(Some(self.options.max_result_rows)))
+    }
+
+    /// A session that plans on this scheduler's own cluster for `job`, with
+    /// as many partitions per stage as the cluster has task slots.
+    pub(crate) async fn cluster_context(&self, job: &JobInfo, conf: &Settings) -> Result<SessionContext, String> {
+        let url = self.scheduler_url.get().cloned().unwrap_or_default();
         let token = self.token.get().cloned().flatten();
         let slots = match self.scheduler.get() {
             Some(scheduler) => Some(crate::cluster::alive_slots(scheduler).await),
             None => None,
         };
-        let ctx = self
-            .factory
-            .remote_context(&url, &info, conf, token.as_deref(), slots)
-            .map_err(|e| e.to_string())?;
-        Ok(StatementRunner::new(ctx, Arc::clone(self.factory.storage()))
-            .with_max_rows(Some(self.options.max_result_rows)))
+        self.factory
+            .remote_context(&url, job, conf, token.as_deref(), slots)
+            .map_err(|e| e.to_string())
     }
 }

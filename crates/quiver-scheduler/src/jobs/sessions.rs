@@ -1,13 +1,27 @@
 //! Client sessions: a shell or DataFrame program opens a job, keeps it alive
 //! with heartbeats and closes it; a session that falls silent is ended.
+//! A Flight SQL statement is a job of its own, opened and ended by the
+//! scheduler's Flight service around its execution.
 
 use std::time::Instant;
 
-use quiver_core::api::{JobSource, JobState, JobSummary, OpenSession};
+use quiver_core::api::{JobSource, JobState, JobSummary, OpenSession, StatementInfo};
 use quiver_core::secret;
 
 use super::registry::new_detail;
 use super::{JobError, JobService};
+use crate::clock::now_ms;
+
+/// How a single-statement job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementEnd {
+    /// It ran to the end.
+    Succeeded,
+    /// It failed; why.
+    Failed(String),
+    /// The client went away before reading all of it; why.
+    Cancelled(String),
+}
 
 impl JobService {
     /// Opens a client session as a running job.
@@ -28,6 +42,43 @@ impl JobService {
         self.history.put_job(&detail).await?;
         tracing::info!(job = %detail.summary.id, source = %detail.summary.source, "session opened");
         Ok(detail.summary)
+    }
+
+    /// Opens a running job for one statement a client sent (Flight SQL).
+    pub async fn open_statement(&self, name: &str, source: JobSource, sql: &str) -> Result<JobSummary, JobError> {
+        let detail = {
+            let mut registry = self.registry.lock();
+            let id = registry.new_id();
+            let mut detail = new_detail(id, name.to_owned(), source, JobState::Running);
+            let text = secret::redact(sql).into_owned();
+            let mut statement = StatementInfo::queued(1, 1, text.clone());
+            statement.state = JobState::Running;
+            statement.started_at = Some(now_ms());
+            detail.sql = Some(text);
+            detail.statements = vec![statement];
+            registry.insert_active(detail.clone());
+            detail
+        };
+        self.metrics.job_submitted();
+        self.history.put_job(&detail).await?;
+        Ok(detail.summary)
+    }
+
+    /// Ends a job [`open_statement`](Self::open_statement) opened.
+    pub async fn end_statement(&self, id: &str, end: StatementEnd) {
+        let (state, error) = match end {
+            StatementEnd::Succeeded => (JobState::Succeeded, None),
+            StatementEnd::Failed(e) => (JobState::Failed, Some(secret::redact(&e).into_owned())),
+            StatementEnd::Cancelled(e) => (JobState::Cancelled, Some(e)),
+        };
+        self.update(id, |job| {
+            if let Some(s) = job.detail.statements.first_mut() {
+                s.state = state;
+                s.finished_at = Some(now_ms());
+                s.error.clone_from(&error);
+            }
+        });
+        self.finish(id, state, error).await;
     }
 
     /// Records that a client session is alive.
