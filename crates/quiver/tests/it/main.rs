@@ -7,6 +7,7 @@
 //! * `ui`: every page in headless Chromium, with screenshots kept as artifacts;
 //! * `delta`: Delta tables read and written by the cluster, with the Python `deltalake` package as the other side;
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
+//! * `python`: the Python package's pytest suite (client, Airflow provider, Flight SQL, notebook);
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `tpch`: all 22 TPC-H queries (SF0.01) on a cluster give DuckDB's answers;
 //! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster;
@@ -19,6 +20,7 @@ mod data;
 mod delta;
 mod harness;
 mod jobs_api;
+mod python;
 mod shell;
 mod slt;
 mod tools;
