@@ -64,6 +64,47 @@ impl Statement {
     pub fn first_line(&self) -> &str {
         first_code_line(&self.sql)
     }
+
+    /// True when running the statement again can change nothing: a query
+    /// (without `SELECT ... INTO`), `EXPLAIN` (`EXPLAIN ANALYZE` only of such
+    /// a statement), `SHOW` or `DESCRIBE`. A statement the parser does not
+    /// know counts as a write.
+    ///
+    /// ```
+    /// use quiver_core::script::Statement;
+    /// let read = Statement { index: 1, line: 1, sql: "WITH t AS (SELECT 1) SELECT * FROM t".into() };
+    /// let write = Statement { index: 2, line: 2, sql: "INSERT INTO t VALUES (1)".into() };
+    /// assert!(read.is_read_only());
+    /// assert!(!write.is_read_only());
+    /// ```
+    pub fn is_read_only(&self) -> bool {
+        use datafusion::sql::sqlparser::dialect::GenericDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        match Parser::parse_sql(&GenericDialect {}, &self.sql) {
+            Ok(parsed) => parsed.len() == 1 && reads_only(&parsed[0]),
+            Err(_) => false,
+        }
+    }
+}
+
+fn reads_only(statement: &datafusion::sql::sqlparser::ast::Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::{SetExpr, Statement as Ast};
+    match statement {
+        Ast::Query(query) => !matches!(query.body.as_ref(), SetExpr::Select(select) if select.into.is_some()),
+        Ast::Explain { statement, analyze, .. } => !analyze || reads_only(statement),
+        Ast::ExplainTable { .. }
+        | Ast::ShowTables { .. }
+        | Ast::ShowColumns { .. }
+        | Ast::ShowVariable { .. }
+        | Ast::ShowVariables { .. }
+        | Ast::ShowCreate { .. }
+        | Ast::ShowFunctions { .. }
+        | Ast::ShowSchemas { .. }
+        | Ast::ShowDatabases { .. }
+        | Ast::ShowCatalogs { .. }
+        | Ast::ShowViews { .. } => true,
+        _ => false,
+    }
 }
 
 /// The first line of `sql` that is neither empty nor a `--` comment.
@@ -352,6 +393,42 @@ pub(crate) fn offset_of(text: &str, line: u64, column: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_statements_are_told_from_writes() {
+        let is_read = |sql: &str| {
+            Statement {
+                index: 1,
+                line: 1,
+                sql: sql.into(),
+            }
+            .is_read_only()
+        };
+        for sql in [
+            "SELECT 1",
+            "select a, count(*) from t group by a order by 2 desc limit 3",
+            "WITH x AS (SELECT 1 AS a) SELECT a FROM x UNION ALL SELECT 2",
+            "EXPLAIN SELECT 1",
+            "EXPLAIN ANALYZE SELECT * FROM t",
+            "SHOW TABLES",
+            "DESCRIBE t",
+        ] {
+            assert!(is_read(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t SELECT * FROM u",
+            "CREATE TABLE t AS SELECT 1",
+            "SELECT 1 INTO t",
+            "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+            "COPY t TO 's3://b/x'",
+            "DELETE FROM t WHERE a = 1",
+            "SET s3.region = 'x'",
+            "SELECT 1; SELECT 2",
+            "not sql at all",
+        ] {
+            assert!(!is_read(sql), "{sql}");
+        }
+    }
 
     fn split(text: &str) -> Vec<String> {
         Script::parse(text, &BTreeMap::new())
