@@ -85,7 +85,7 @@ impl ExecutorOptions {
     /// Address an executor binds unless told otherwise: every interface.
     pub const DEFAULT_BIND: &str = "0.0.0.0";
     /// How often an executor tells the scheduler it is alive.
-    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
     /// How long an executor keeps trying to reach the scheduler at startup.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 }

@@ -37,13 +37,22 @@ pub struct ClusterView {
 /// Task slots of the executors that sent a heartbeat within the scheduler's
 /// executor timeout: how many tasks the cluster runs at once.
 pub async fn alive_slots(scheduler: &SchedulerServer) -> usize {
+    alive_executors(scheduler)
+        .await
+        .iter()
+        .map(|meta| meta.specification.vcores as usize)
+        .sum()
+}
+
+/// The executors that sent a heartbeat within the scheduler's executor timeout.
+pub(crate) async fn alive_executors(scheduler: &SchedulerServer) -> Vec<ExecutorMetadata> {
     let timeout = scheduler.state.config.executor_timeout_seconds;
     executor_states(scheduler)
         .await
-        .iter()
+        .into_iter()
         .filter(|(_, heartbeat, _)| is_alive(*heartbeat, timeout))
-        .map(|(meta, _, _)| meta.specification.vcores as usize)
-        .sum()
+        .map(|(meta, _, _)| meta)
+        .collect()
 }
 
 /// Every executor Ballista knows, with its last heartbeat and metrics.

@@ -50,8 +50,8 @@ use axum::serve::ListenerExt;
 use ballista_core::flight_proxy_service::BallistaFlightProxyService;
 use ballista_core::serde::BallistaCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
-use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::cluster::memory::{InMemoryClusterState, InMemoryJobState};
+use ballista_scheduler::cluster::{BallistaCluster, JobState};
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::metrics::default_metrics_collector;
 use ballista_scheduler::state::session_manager::share_file_statistics_cache;
@@ -103,8 +103,9 @@ impl SchedulerOptions {
     pub const DEFAULT_BIND: &str = "0.0.0.0";
     /// Host name a scheduler advertises unless told otherwise.
     pub const DEFAULT_EXTERNAL_HOST: &str = "localhost";
-    /// How long an executor may stay silent before it is lost.
-    pub const DEFAULT_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long an executor may stay silent before it is lost: three missed
+    /// heartbeats at the executors' default interval. (Spark waits 60 s.)
+    pub const DEFAULT_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 impl Default for SchedulerOptions {
@@ -197,7 +198,8 @@ fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u
             TaskDistributionPolicy::Bias
         },
         executor_timeout_seconds: timeout,
-        expire_dead_executor_interval_seconds: (timeout / 4).clamp(1, 15),
+        // Checked every second, so a loss is seen at most a second late.
+        expire_dead_executor_interval_seconds: 1,
         no_executors_grace_period_seconds: timeout,
         // Shuffle data of finished queries goes after a minute, their state after an hour.
         finished_job_data_clean_up_interval_seconds: 60,
@@ -246,8 +248,8 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         share_file_statistics_cache(factory.session_builder()),
         factory.config_producer(),
     );
-    let observed = ObservedJobState::new(Arc::new(job_state), jobs.clone());
-    let cluster = BallistaCluster::new(Arc::new(InMemoryClusterState::default()), Arc::new(observed));
+    let observed: Arc<dyn JobState> = Arc::new(ObservedJobState::new(Arc::new(job_state), jobs.clone()));
+    let cluster = BallistaCluster::new(Arc::new(InMemoryClusterState::default()), Arc::clone(&observed));
     let codec = BallistaCodec::new(factory.logical_codec(), factory.physical_codec());
     let collector = default_metrics_collector().map_err(|e| SchedulerError::Ballista(e.to_string()))?;
     let mut scheduler = SchedulerServer::new(
@@ -267,7 +269,7 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         ip => ip.to_string(),
     };
     let url = format!("http://{local_host}:{}", addr.port());
-    jobs.attach(scheduler.clone(), url.clone(), options.token.clone());
+    jobs.attach(scheduler.clone(), observed, url.clone(), options.token.clone());
     let view = ClusterView::new(config.executor_timeout_seconds);
     view.follow(&scheduler).await;
 

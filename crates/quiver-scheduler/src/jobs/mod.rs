@@ -16,7 +16,8 @@
 //! progress of running queries ([`progress`]). The [`registry`] holds every
 //! record and the rules of their states; records go to the [`HistoryStore`]
 //! when a job changes state, and finished jobs beyond the retention limits are
-//! removed ([`retention`]); stored results are read back by [`results`].
+//! removed ([`retention`]); stored results are read back by [`results`]. A
+//! query that can no longer finish is failed by the [`watchdog`].
 //!
 //! [`QueryObserver`]: crate::observe::QueryObserver
 
@@ -26,11 +27,13 @@ mod results;
 mod retention;
 mod scripts;
 mod sessions;
+mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ballista_scheduler::cluster::JobState as BallistaJobState;
 use parking_lot::Mutex;
 use quiver_core::api::{JobDetail, JobList, JobState, JobSummary};
 use quiver_core::session::SessionFactory;
@@ -45,6 +48,7 @@ use crate::history::{HistoryError, HistoryStore};
 use crate::metrics::SchedulerMetrics;
 use crate::observe::QueryRenderer;
 use registry::{ActiveJob, Registry, finish_detail};
+use watchdog::StallWatch;
 
 /// Limits and timeouts of the job service.
 #[derive(Debug, Clone)]
@@ -104,10 +108,12 @@ pub struct JobService {
     options: JobServiceOptions,
     slots: Arc<Semaphore>,
     scheduler: OnceLock<SchedulerServer>,
+    job_state: OnceLock<Arc<dyn BallistaJobState>>,
     scheduler_url: OnceLock<String>,
     token: OnceLock<Option<String>>,
     metrics: SchedulerMetrics,
     renderer: QueryRenderer,
+    stalls: Mutex<StallWatch>,
 }
 
 impl JobService {
@@ -142,10 +148,12 @@ impl JobService {
             factory,
             options,
             scheduler: OnceLock::new(),
+            job_state: OnceLock::new(),
             scheduler_url: OnceLock::new(),
             token: OnceLock::new(),
             metrics,
             renderer: QueryRenderer::default(),
+            stalls: Mutex::default(),
         });
         service.prune_history().await;
         tracing::info!(
@@ -157,9 +165,18 @@ impl JobService {
     }
 
     /// Connects the service to the running scheduler, which it uses to run
-    /// scripts (at `url`, with `token`) and to cancel and observe queries.
-    pub fn attach(self: &Arc<Self>, scheduler: SchedulerServer, url: String, token: Option<String>) {
+    /// scripts (at `url`, with `token`) and to cancel and observe queries, and
+    /// to the job state Ballista keeps, through which the watchdog tells a
+    /// client its query failed.
+    pub fn attach(
+        self: &Arc<Self>,
+        scheduler: SchedulerServer,
+        job_state: Arc<dyn BallistaJobState>,
+        url: String,
+        token: Option<String>,
+    ) {
         let _ = self.scheduler.set(scheduler);
+        let _ = self.job_state.set(job_state);
         let _ = self.scheduler_url.set(url);
         let _ = self.token.set(token);
         let service = Arc::clone(self);

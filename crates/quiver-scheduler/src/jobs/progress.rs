@@ -30,6 +30,7 @@ impl JobService {
                     self.graph_updated(graph.as_ref());
                 }
             }
+            self.fail_stalled_queries().await;
             self.expire_sessions().await;
         }
     }
@@ -128,6 +129,9 @@ impl JobService {
             // A poll that read the graph before it finished must not undo
             // the final report.
             Some(existing) if existing.state.is_terminal() && !query.state.is_terminal() => {}
+            // A query the watchdog failed is then cancelled to release it;
+            // it stays failed, with the watchdog's reason.
+            Some(existing) if existing.state == JobState::Failed && query.state.is_terminal() => {}
             Some(existing) => {
                 query.statement = existing.statement;
                 *existing = query;

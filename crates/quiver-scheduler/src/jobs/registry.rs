@@ -6,7 +6,7 @@
 //! state to the next. Nothing here waits, logs or talks to Ballista, so the
 //! state rules are unit-tested on their own.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +26,8 @@ pub(super) struct ActiveJob {
     /// Executor of each task seen running, by (query, stage, task).
     pub(super) task_executors: HashMap<String, HashMap<(usize, usize), String>>,
     pub(super) running_statement: Option<usize>,
+    /// Statements one of whose queries the watchdog failed as stalled.
+    pub(super) stalled_statements: HashSet<usize>,
 }
 
 /// What the job service knows; see the [module docs](self).
@@ -85,9 +87,28 @@ impl Registry {
                 last_heartbeat: Instant::now(),
                 task_executors: HashMap::new(),
                 running_statement: None,
+                stalled_statements: HashSet::new(),
             },
         );
         cancel
+    }
+
+    /// Notes that the watchdog failed `query` as stalled, against the
+    /// statement of its job that ran it.
+    pub(super) fn mark_stalled(&mut self, query: &str) {
+        let Some(job) = self.query_jobs.get(query).and_then(|id| self.active.get_mut(id)) else {
+            return;
+        };
+        let statement = job
+            .detail
+            .queries
+            .iter()
+            .find(|q| q.id == query)
+            .and_then(|q| q.statement)
+            .or(job.running_statement);
+        if let Some(statement) = statement {
+            job.stalled_statements.insert(statement);
+        }
     }
 
     /// Changes an active job with `change` and refreshes its summary; false
@@ -383,6 +404,22 @@ mod tests {
             .collect();
         registry.insert_active(detail);
         id
+    }
+
+    #[test]
+    fn a_stalled_query_is_noted_against_its_statement() {
+        let mut registry = Registry::default();
+        let id = script(&mut registry, "stalls");
+        registry.query_jobs.insert("q1".into(), id.clone());
+        registry.update(&id, |job| {
+            job.running_statement = Some(2);
+            job.detail.queries.push(query("q1", JobState::Running));
+        });
+        registry.mark_stalled("q1");
+        registry.mark_stalled("unknown-query");
+        let job = &registry.active[&id];
+        // The query's own statement, not the one running now.
+        assert_eq!(job.stalled_statements, HashSet::from([1]));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Scripts submitted over REST: checked, queued for a job slot, and run
 //! statement by statement by the scheduler as a client of its own cluster.
+//! A read-only statement whose query the [`watchdog`] failed as stalled is
+//! run again, up to [`watchdog::MAX_ATTEMPTS`] times.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use quiver_core::session::{JobInfo, apply_settings};
 use tokio_util::sync::CancellationToken;
 
 use super::registry::new_detail;
-use super::{JobError, JobService};
+use super::{JobError, JobService, watchdog};
 use crate::clock::now_ms;
 
 impl JobService {
@@ -98,9 +100,22 @@ impl JobService {
                     s.started_at = Some(now_ms());
                 }
             });
-            let outcome = tokio::select! {
-                r = runner.run(statement) => Some(r),
-                _ = cancel.cancelled() => None,
+            let mut attempt = 1;
+            let outcome = loop {
+                let outcome = tokio::select! {
+                    r = runner.run(statement) => Some(r),
+                    _ = cancel.cancelled() => None,
+                };
+                if matches!(outcome, Some(Err(_)))
+                    && attempt < watchdog::MAX_ATTEMPTS
+                    && self.take_stall(&id, statement.index)
+                    && statement.is_read_only()
+                {
+                    attempt += 1;
+                    tracing::warn!(job = %id, statement = statement.index, attempt, "re-running a read-only statement whose query stalled");
+                    continue;
+                }
+                break outcome;
             };
             match outcome {
                 None => {
@@ -162,6 +177,16 @@ impl JobService {
             }
         }
         self.finish(&id, JobState::Succeeded, None).await;
+    }
+
+    /// True (once) when the watchdog failed a query of statement `index` of
+    /// job `id` as stalled.
+    fn take_stall(&self, id: &str, index: usize) -> bool {
+        let mut registry = self.registry.lock();
+        registry
+            .active
+            .get_mut(id)
+            .is_some_and(|job| job.stalled_statements.remove(&index))
     }
 
     /// A runner whose session plans on this scheduler's own cluster, as the

@@ -1,0 +1,226 @@
+//! Faults injected into a running cluster of real processes: an executor
+//! stopped with SIGTERM mid-query, one SIGKILLed while it holds shuffle
+//! output a running query still needs, the last executor lost, an executor
+//! coming back.
+
+use std::time::{Duration, Instant};
+
+use quiver_core::api::{ExecutorInfo, ExecutorState, JobList, JobState, StageState};
+
+use crate::harness::{Cluster, ClusterOptions, S3Server, wait_for};
+
+/// The executor timeout these tests run with: the default.
+const EXECUTOR_TIMEOUT: Duration = quiver_scheduler::SchedulerOptions::DEFAULT_EXECUTOR_TIMEOUT;
+
+/// Three stages over the sample orders (60 rows, three days): a scan, a
+/// 60⁴-row cross product aggregated per day, the final sort.
+fn slow_job() -> String {
+    let orders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/data/orders");
+    format!(
+        "CREATE EXTERNAL TABLE orders (order_id BIGINT, customer_id BIGINT, product_id VARCHAR, \
+         product VARCHAR, quantity INT, unit_price DOUBLE, status VARCHAR, day VARCHAR) STORED AS CSV \
+         PARTITIONED BY (day) LOCATION '{}/' OPTIONS ('format.has_header' 'true');\n\
+         SELECT a.day, count(*) AS n FROM orders a, orders b, orders c, orders d GROUP BY a.day ORDER BY a.day;",
+        orders.display()
+    )
+}
+
+fn counts(cluster: &Cluster, id: &str) -> Vec<u64> {
+    let rows = cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
+    rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect()
+}
+
+/// True once a stage of the job has succeeded (its output lives on the
+/// executors) and tasks of a later one are running.
+fn past_first_stage(cluster: &Cluster, id: &str) -> bool {
+    let job = cluster.job(id);
+    let done = job
+        .queries
+        .iter()
+        .flat_map(|q| q.stages.iter())
+        .any(|s| s.state == StageState::Succeeded);
+    done && job.summary.progress.tasks_running > 0
+}
+
+#[test]
+fn executor_loss_is_seen_recovered_from_and_reported() {
+    let s3 = S3Server::start();
+    let mut cluster = Cluster::start(
+        &s3,
+        ClusterOptions {
+            executor_timeout_secs: EXECUTOR_TIMEOUT.as_secs(),
+            ..Default::default()
+        },
+    );
+    let expected = [4_320_000, 4_320_000, 4_320_000];
+
+    // Undisturbed, for the time it takes.
+    let started = Instant::now();
+    let id = cluster.submit_rest(&slow_job(), "undisturbed");
+    let job = cluster.wait_job(&id, Duration::from_secs(300));
+    let undisturbed = started.elapsed();
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    assert_eq!(counts(&cluster, &id), expected);
+
+    // SIGTERM: the executor stops taking tasks, deregisters and exits; the
+    // job it served completes on the other one.
+    let id = cluster.submit_rest(&slow_job(), "one-executor-stopped");
+    wait_for("the job's tasks to run", Duration::from_secs(120), || {
+        cluster.job(&id).summary.progress.tasks_running > 0
+    });
+    let (stopped, mut proc) = cluster.executors.remove(0);
+    let status = proc.terminate(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the executor did not exit cleanly on SIGTERM: {status:?}\n{}",
+        proc.log_text()
+    );
+    let exited = Instant::now();
+    wait_for("the stopped executor to leave", EXECUTOR_TIMEOUT, || {
+        cluster.executors_alive().iter().all(|e| e.id != stopped)
+    });
+    let left = exited.elapsed();
+    let job = cluster.wait_job(&id, Duration::from_secs(300));
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    assert_eq!(counts(&cluster, &id), expected);
+    let replacement = cluster.spawn_executor(5, 2);
+    cluster.executors.push(replacement);
+    wait_for("a replacement executor", Duration::from_secs(60), || {
+        cluster.executors_alive().len() >= 2
+    });
+
+    // SIGKILL an executor once the first stage's output is on the executors.
+    let id = cluster.submit_rest(&slow_job(), "one-executor-killed");
+    wait_for("the job to pass its first stage", Duration::from_secs(120), || {
+        past_first_stage(&cluster, &id)
+    });
+    let (victim, mut proc) = cluster.executors.remove(0);
+    proc.kill();
+    let killed = Instant::now();
+    wait_for("the executor to show as lost", EXECUTOR_TIMEOUT * 2, || {
+        let all: Vec<ExecutorInfo> = serde_json::from_value(cluster.get_json("/api/v1/executors")).unwrap();
+        all.iter().any(|e| e.id == victim && e.state == ExecutorState::Lost)
+    });
+    let seen = killed.elapsed();
+    let job = cluster.wait_job(&id, Duration::from_secs(300));
+    let recovered = killed.elapsed();
+    assert_eq!(
+        job.summary.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        job.summary,
+        cluster.logs()
+    );
+    assert_eq!(counts(&cluster, &id), expected);
+    assert!(
+        seen <= EXECUTOR_TIMEOUT + Duration::from_secs(2),
+        "the loss was seen {seen:?} after the kill"
+    );
+    assert!(
+        recovered <= Duration::from_secs(30) + undisturbed,
+        "the job finished {recovered:?} after the kill (undisturbed: {undisturbed:?})"
+    );
+
+    // The last executor lost: the job fails with a reason, it does not hang.
+    let id = cluster.submit_rest(&slow_job(), "no-executor-left");
+    wait_for("the job's tasks to run", Duration::from_secs(120), || {
+        cluster.job(&id).summary.progress.tasks_running > 0
+    });
+    let (_, mut last) = cluster.executors.remove(0);
+    last.kill();
+    let killed = Instant::now();
+    let job = cluster.wait_job(&id, Duration::from_secs(120));
+    let failed_after = killed.elapsed();
+    assert_eq!(job.summary.state, JobState::Failed, "{:?}", job.summary);
+    let error = job.summary.error.clone().unwrap_or_default();
+    assert!(error.contains("executor"), "{error}");
+    assert!(
+        failed_after <= Duration::from_secs(60),
+        "failed {failed_after:?} after the kill"
+    );
+
+    // An executor that comes back is used again.
+    let back = cluster.spawn_executor(7, 2);
+    cluster.executors.push(back);
+    wait_for("an executor to register again", Duration::from_secs(60), || {
+        !cluster.executors_alive().is_empty()
+    });
+    let id = cluster.submit_rest(&slow_job(), "after-recovery");
+    let job = cluster.wait_job(&id, Duration::from_secs(300));
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    assert_eq!(counts(&cluster, &id), expected);
+
+    // Every job above gave the right answer or the failure it had to; no
+    // process panicked.
+    let logs = cluster.logs();
+    assert!(!logs.contains("panicked at"), "a process panicked:\n{logs}");
+    eprintln!(
+        "reliability: faults injected 3 (SIGTERM, SIGKILL, last executor SIGKILLed), jobs completed 4 of 4 that could, \
+         wrong results 0, panics 0; undisturbed {:.1}s, stopped executor gone {:.1}s after it exited, loss seen {:.1}s after the kill, job done {:.1}s after it, \
+         no executor left: failed {:.1}s after the kill ({error})",
+        undisturbed.as_secs_f64(),
+        left.as_secs_f64(),
+        seen.as_secs_f64(),
+        recovered.as_secs_f64(),
+        failed_after.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_restarted_scheduler_gets_its_executors_back_and_fails_what_was_running() {
+    let s3 = S3Server::start();
+    let options = ClusterOptions::default();
+    let mut cluster = Cluster::start(&s3, ClusterOptions::default());
+    let script = cluster.dir.join("slow.sql");
+    std::fs::write(&script, slow_job()).unwrap();
+
+    // A client following a running job when the scheduler dies.
+    let client = cluster
+        .quiver(&["submit", script.to_str().unwrap(), "--name", "interrupted"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = {
+        let mut found = None;
+        wait_for("the job to run", Duration::from_secs(120), || {
+            let list: JobList = serde_json::from_value(cluster.get_json("/api/v1/jobs")).unwrap();
+            found = list
+                .jobs
+                .into_iter()
+                .find(|j| j.name == "interrupted" && j.progress.tasks_running > 0)
+                .map(|j| j.id);
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    cluster.scheduler.kill();
+    let out = client.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("scheduler"), "the client's error: {stderr}");
+
+    // The same scheduler comes back: the executors, never restarted, return;
+    // the job that was running is failed with the reason; history is kept.
+    cluster.scheduler = cluster.spawn_scheduler(&options);
+    cluster.wait_http();
+    wait_for("the executors to re-register", Duration::from_secs(60), || {
+        cluster.executors_alive().len() == 2
+    });
+    let job = cluster.job(&id);
+    assert_eq!(job.summary.state, JobState::Failed, "{:?}", job.summary);
+    assert!(
+        job.summary.error.as_deref().unwrap_or("").contains("scheduler stopped"),
+        "{:?}",
+        job.summary
+    );
+    let again = cluster.submit_rest(&slow_job(), "after-restart");
+    let job = cluster.wait_job(&again, Duration::from_secs(300));
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    assert_eq!(counts(&cluster, &again), [4_320_000, 4_320_000, 4_320_000]);
+}
