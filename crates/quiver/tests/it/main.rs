@@ -12,6 +12,7 @@
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `tpch`: all 22 TPC-H queries (SF0.01) on a cluster give DuckDB's answers;
 //! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster;
+//! * `stack`: the Docker Compose stack on this machine's Docker engine (`scripts/stack`);
 //! * `tools`: `quiver fs` against the S3 server, `quiver health`, `quiver config keys`.
 
 mod bad_input;
@@ -25,6 +26,7 @@ mod jobs_api;
 mod python;
 mod shell;
 mod slt;
+mod stack;
 mod tools;
 mod tpch;
 mod ui;
