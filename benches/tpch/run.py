@@ -24,7 +24,7 @@ against DuckDB's (row counts, values to 0.01); mismatches are reported (and,
 with --check, fail the run).
 
 Writes report.md, results.json and chart.png into --out (default
-benches/results/<date>-sf<scale>/) and prints the report.
+benches/runs/<date>-sf<scale>/) and prints the report.
 """
 import argparse
 import csv
@@ -719,7 +719,7 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--runs", type=int, default=3, help="timed runs per query (0: answers only, for checks)")
     p.add_argument("--data", help="Parquet directory (default: benches/data/sf<scale>)")
-    p.add_argument("--out", help="results directory (default: benches/results/<date>-sf<scale>)")
+    p.add_argument("--out", help="results directory (default: benches/runs/<date>-sf<scale>)")
     p.add_argument("--quiver", default=None, help="the quiver binary (default: release build under $CARGO_TARGET_DIR)")
     p.add_argument("--vanilla", default=None, help="the ballista-vanilla binary (default: release build under $CARGO_TARGET_DIR)")
     p.add_argument("--executor-memory", default=None, help="memory limit per Quiver executor, e.g. 4GiB")

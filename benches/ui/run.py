@@ -12,7 +12,7 @@ and 95th percentile server time and the page size. It then restarts the
 scheduler and measures how long history takes to load and the pages again.
 
 Writes report.md and results.json into --out (default
-benches/results/<date>-ui/) and prints the report.
+benches/runs/<date>-ui/) and prints the report.
 """
 import argparse
 import datetime
@@ -142,7 +142,7 @@ def main():
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--requests", type=int, default=30, help="requests per page")
     p.add_argument("--quiver", default=None, help="the quiver binary (default: release build under $CARGO_TARGET_DIR)")
-    p.add_argument("--out", help="results directory (default: benches/results/<date>-ui)")
+    p.add_argument("--out", help="results directory (default: benches/runs/<date>-ui)")
     args = p.parse_args()
     if args.quiver is None:
         args.quiver = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release", "quiver")

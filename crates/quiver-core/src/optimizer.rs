@@ -321,11 +321,11 @@ const REDUCTION_ALIAS: &str = "__quiver_reduce";
 /// that scans it, before its rows are shuffled. The price is computing `S`
 /// again: a filtered scan, or in Q21 a second read of `lineitem` with a
 /// broadcast join to 400 suppliers, which costs less than shuffling all of
-/// `lineitem` (measured: 0.51 s to 0.44 s). The broadcast is Ballista's
+/// `lineitem`. The broadcast is Ballista's
 /// decision, made from DataFusion's estimates: at TPC-H SF10 Q21's key lists
 /// (1.5 million keys, 12 MiB) are estimated at 475 MB, over the 128 MiB
 /// budget, so `R` is shuffled in full anyway and the lists only add work
-/// (4.6 s to 6.1 s; `benches/results/2026-12-01-sf10-key-source/`). `R`
+/// (measured in `benches/README.md`). `R`
 /// that is itself a constant-filtered scan is left as it is. `SET
 /// quiver.semi_join_reduction = false` turns the rule off.
 ///

@@ -48,7 +48,7 @@ use crate::secret;
 use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
 
 /// Engine settings where Quiver's default differs from Ballista's, each with
-/// what it was measured to do. Every session starts from these; the config
+/// why. Every session starts from these; the config
 /// file, `--conf` and `SET` override them (`SHOW ALL` lists the value in force).
 ///
 /// * `ballista.optimizer.broadcast_join_threshold_rows`: Ballista broadcasts
@@ -58,10 +58,9 @@ use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
 ///   estimates assume 20% of rows pass a predicate it cannot bound, so a
 ///   selective filter on a large table (TPC-H Q12's 31,000 of 6 million
 ///   lineitems, estimated at 1.2 million) is shuffled with its whole other
-///   side instead of broadcast. At 4 million rows, with the byte cap kept,
-///   TPC-H SF1 took 6.5% less time (Q12 25%, Q18 37% less;
-///   `benches/results/2026-12-01-ab-broadcast-rows/`); 8 and 16 million
-///   gained nothing more and broadcast larger sides.
+///   side instead of broadcast. 4 million rows, with the byte cap kept,
+///   broadcasts those sides; higher limits gained nothing more and
+///   broadcast larger sides (the A/B is in `benches/README.md`).
 pub const ENGINE_DEFAULTS: &[(&str, &str)] = &[("ballista.optimizer.broadcast_join_threshold_rows", "4000000")];
 
 /// The scheduler's session builder type (Ballista's `SessionBuilder`).

@@ -11,9 +11,8 @@
 //! executors. Rendering is therefore on the path from one stage to the next,
 //! and rendering every stage on every save grows with the square of a
 //! query's stage count: [`QueryRenderer`] renders a stage's plan and sums its
-//! operator metrics once per change of that stage. (At TPC-H's 9 stages or
-//! fewer, the difference was not measurable:
-//! `benches/results/2026-12-01-ab-render-cache/`.)
+//! operator metrics once per change of that stage (what that is worth:
+//! `benches/README.md`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
