@@ -66,6 +66,7 @@ impl From<JobError> for ApiError {
             JobError::BadRequest(_) => StatusCode::BAD_REQUEST,
             JobError::NotFound(_) => StatusCode::NOT_FOUND,
             JobError::Conflict(_) => StatusCode::CONFLICT,
+            JobError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             JobError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
@@ -147,7 +148,7 @@ pub fn routes() -> Router<AppState> {
 
 /// Submit a SQL script; the scheduler runs it as a job.
 #[utoipa::path(post, path = "/api/v1/jobs", request_body = SubmitJob,
-    responses((status = 201, body = JobSummary), (status = 400, body = ErrorBody)))]
+    responses((status = 201, body = JobSummary), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn submit_job(
     State(app): State<AppState>,
     request: Result<Json<SubmitJob>, JsonRejection>,

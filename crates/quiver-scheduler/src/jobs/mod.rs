@@ -55,6 +55,8 @@ use watchdog::StallWatch;
 pub struct JobServiceOptions {
     /// Scripts running at once; more wait as `queued`.
     pub max_running_jobs: usize,
+    /// Scripts waiting for a slot at most; more are refused as busy.
+    pub max_queued_jobs: usize,
     /// Rows kept of each query result of a script job.
     pub max_result_rows: usize,
     /// A client session with no heartbeat for this long is ended as failed.
@@ -70,6 +72,7 @@ impl JobServiceOptions {
     /// defaults are these).
     pub const DEFAULT: Self = Self {
         max_running_jobs: 4,
+        max_queued_jobs: 200,
         max_result_rows: 100_000,
         session_timeout: Duration::from_secs(60),
         max_history_jobs: 1000,
@@ -95,6 +98,9 @@ pub enum JobError {
     /// The job is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// The service cannot take more work now; the message says what to do.
+    #[error("{0}")]
+    Busy(String),
     /// History could not be read or written.
     #[error(transparent)]
     History(#[from] HistoryError),

@@ -34,6 +34,14 @@ impl JobService {
 
         let (detail, cancel) = {
             let mut registry = self.registry.lock();
+            let (_, queued, _) = registry.counts();
+            if queued >= self.options.max_queued_jobs {
+                return Err(JobError::Busy(format!(
+                    "the job queue is full ({queued} jobs wait for one of {} job slots); \
+                     submit again later, or start the scheduler with a larger --max-queued-jobs",
+                    self.options.max_running_jobs
+                )));
+            }
             let id = registry.new_id();
             let mut detail = new_detail(id, name, source, JobState::Queued);
             let filled: Vec<&str> = script.statements.iter().map(|s| s.sql.as_str()).collect();

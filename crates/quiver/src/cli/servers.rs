@@ -45,6 +45,9 @@ pub struct SchedulerArgs {
     /// Scripts run at once; more wait as queued.
     #[arg(long, env = "QUIVER_MAX_RUNNING_JOBS", default_value_t = JobServiceOptions::DEFAULT.max_running_jobs)]
     max_running_jobs: usize,
+    /// Scripts that may wait for a slot; more are refused (HTTP 503) until some start.
+    #[arg(long, env = "QUIVER_MAX_QUEUED_JOBS", default_value_t = JobServiceOptions::DEFAULT.max_queued_jobs)]
+    max_queued_jobs: usize,
     /// Rows kept from each query result of a submitted script.
     #[arg(long, env = "QUIVER_MAX_RESULT_ROWS", default_value_t = JobServiceOptions::DEFAULT.max_result_rows)]
     max_result_rows: usize,
@@ -72,6 +75,7 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
         history: args.history,
         jobs: JobServiceOptions {
             max_running_jobs: args.max_running_jobs,
+            max_queued_jobs: args.max_queued_jobs,
             max_result_rows: args.max_result_rows,
             max_history_jobs: args.history_max_jobs,
             max_history_age: Duration::from_secs(args.history_max_age_days.saturating_mul(SECS_PER_DAY)),

@@ -7,6 +7,7 @@
 //! * `ui`: every page in headless Chromium, with screenshots kept as artifacts;
 //! * `delta`: Delta tables read and written by the cluster, with the Python `deltalake` package as the other side;
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
+//! * `concurrency`: twenty jobs at once, short jobs beside a long one, a full queue;
 //! * `faults`: executors stopped and killed mid-query, the last one lost, one coming back, a scheduler restart;
 //! * `python`: the Python package's pytest suite (client, Airflow provider, Flight SQL, notebook);
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
@@ -18,6 +19,7 @@
 mod bad_input;
 mod browser;
 mod cluster;
+mod concurrency;
 mod data;
 mod delta;
 mod faults;
