@@ -81,6 +81,29 @@ pub fn is_decode_error(message: &str) -> bool {
     .any(|n| message.contains(n))
 }
 
+/// What to do about an operator that ran out of memory, when `message` says
+/// one did. Sorts and aggregations spill to disk; a hash join's build side
+/// cannot, so it must fit.
+pub fn memory_hint(message: &str) -> Option<&'static str> {
+    let out_of_memory = [
+        "Failed to allocate additional",
+        "Resources exhausted",
+        "Not enough memory",
+    ]
+    .iter()
+    .any(|n| message.contains(n));
+    if !out_of_memory {
+        None
+    } else if message.contains("HashJoin") {
+        Some(
+            "a hash join keeps its smaller side in memory and cannot spill it to disk: give the executors \
+             more memory (--memory-limit), or more executors or slots so each partition holds less",
+        )
+    } else {
+        Some("the query needs more memory than an executor's --memory-limit allows, even spilling to disk: raise it")
+    }
+}
+
 /// Rewrites the parser's `Line: N, Column: C` (relative to the statement) into
 /// script lines.
 pub fn script_positions(message: &str, first_line: usize) -> String {
@@ -105,6 +128,15 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_memory_errors_get_a_hint() {
+        let join = "Failed to allocate additional 8.5 MB for HashJoinInput[1] with 10.3 MB already allocated";
+        assert!(memory_hint(join).unwrap().contains("cannot spill"));
+        let sort = "Resources exhausted: Failed to allocate additional 10.0 MB for ExternalSorterMerge[1]";
+        assert!(memory_hint(sort).unwrap().contains("--memory-limit"));
+        assert_eq!(memory_hint("table 't' not found"), None);
+    }
 
     #[test]
     fn cluster_task_failures_are_unwrapped() {

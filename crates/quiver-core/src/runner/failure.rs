@@ -1,5 +1,6 @@
 //! Failed statements: the engine's error made readable, with the statement,
-//! its script line, a storage hint, and the file a scan could not decode.
+//! its script line, a storage or memory hint, and the file a scan could not
+//! decode.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use futures::TryStreamExt;
 
 use super::{RunError, StatementFailure, StatementRunner};
 use crate::ctas::parse_ctas;
-use crate::messages::{clean_message, is_decode_error, script_positions};
+use crate::messages::{clean_message, is_decode_error, memory_hint, script_positions};
 use crate::script::Statement;
 use crate::secret;
 use crate::storage::{S3Options, explain_storage_error};
@@ -121,6 +122,8 @@ impl StatementRunner {
             .unwrap_or_default();
         let effective = self.storage.effective(&session_s3);
         if let Some(hint) = explain_storage_error(&message, &effective) {
+            message = format!("{message}\n  hint: {hint}");
+        } else if let Some(hint) = memory_hint(&message) {
             message = format!("{message}\n  hint: {hint}");
         }
         message

@@ -335,6 +335,8 @@ pub struct Cluster {
     pub executors: Vec<(String, Proc)>,
     pub history: PathBuf,
     pub token: Option<String>,
+    /// Extra arguments every executor of this cluster starts with.
+    pub executor_args: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -344,6 +346,7 @@ pub struct ClusterOptions {
     pub token: Option<String>,
     pub executor_timeout_secs: u64,
     pub scheduler_args: Vec<String>,
+    pub executor_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -354,6 +357,7 @@ impl Default for ClusterOptions {
             token: None,
             executor_timeout_secs: 30,
             scheduler_args: vec![],
+            executor_args: vec![],
         }
     }
 }
@@ -372,11 +376,13 @@ impl Cluster {
             executors: vec![],
             history,
             token: options.token.clone(),
+            executor_args: vec![],
             _tmp: Some(tmp),
         };
         cluster.url = format!("http://127.0.0.1:{}", cluster.port);
         cluster.scheduler = cluster.spawn_scheduler(&options);
         cluster.wait_http();
+        cluster.executor_args = options.executor_args.clone();
         for i in 0..options.executors {
             let e = cluster.spawn_executor(i, options.slots);
             cluster.executors.push(e);
@@ -426,6 +432,7 @@ impl Cluster {
             .args(["--health-port", &free_port().to_string()])
             .args(["--slots", &slots.to_string(), "--heartbeat-interval", "1"])
             .args(["--id", &id])
+            .args(&self.executor_args)
             .arg("--work-dir")
             .arg(self.dir.join(&id))
             .env("QUIVER_LOG", "info")

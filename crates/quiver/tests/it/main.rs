@@ -9,6 +9,7 @@
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
 //! * `concurrency`: twenty jobs at once, short jobs beside a long one, a full queue;
 //! * `faults`: executors stopped and killed mid-query, the last one lost, one coming back, a scheduler restart;
+//! * `memory`: an executor under --memory-limit spilling a sort and an aggregation, surviving a join that cannot fit;
 //! * `python`: the Python package's pytest suite (client, Airflow provider, Flight SQL, notebook);
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `tpch`: all 22 TPC-H queries (SF0.01) on a cluster give DuckDB's answers;
@@ -25,6 +26,7 @@ mod delta;
 mod faults;
 mod harness;
 mod jobs_api;
+mod memory;
 mod python;
 mod shell;
 mod slt;

@@ -1,0 +1,120 @@
+//! An executor under `--memory-limit` with data larger than the limit: the
+//! sort and the aggregation spill to disk and give the right answers; a hash
+//! join, which cannot spill its build side, fails with an out-of-memory
+//! message and a hint, and the executor lives on.
+
+use std::fmt::Write as _;
+
+use quiver_core::api::{JobDetail, JobState};
+
+use crate::harness::{Cluster, ClusterOptions, S3Server};
+
+/// Rows of the test table: about 32 MB of CSV, as much again in memory.
+const ROWS: u64 = 600_000;
+/// The executor's memory for query operators.
+const LIMIT: &str = "32MiB";
+
+/// `k,s,x` with `s` a distinct 32-character key per row, in no order.
+fn write_table(path: &std::path::Path) {
+    let mut text = String::with_capacity(60 * ROWS as usize);
+    text.push_str("k,s,x\n");
+    for i in 0..ROWS {
+        // An odd multiplier is a bijection of u64: the keys are distinct.
+        let mixed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        writeln!(text, "{},{mixed:016x}{:016x},{i}", mixed >> 20, !mixed).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn script(csv: &std::path::Path, query: &str) -> String {
+    format!(
+        "CREATE EXTERNAL TABLE t (k BIGINT, s VARCHAR, x BIGINT) STORED AS CSV LOCATION '{}' \
+         OPTIONS ('format.has_header' 'true');\n{query}",
+        csv.display()
+    )
+}
+
+fn only_value(cluster: &Cluster, id: &str, column: &str) -> u64 {
+    let rows = cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
+    rows["rows"][0][column]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {column} in {rows}"))
+}
+
+/// Spills the job's operators named `operator` reported, from the stage plans.
+fn spills(job: &JobDetail, operator: &str) -> u64 {
+    job.queries
+        .iter()
+        .flat_map(|q| q.stages.iter())
+        .flat_map(|s| s.plan.lines())
+        .filter(|l| l.trim_start().starts_with(operator))
+        .filter_map(|l| {
+            let count = l.split("spill_count=").nth(1)?;
+            let digits: String = count.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_join_that_cannot_fit() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(
+        &s3,
+        ClusterOptions {
+            executors: 1,
+            executor_args: vec!["--memory-limit".into(), LIMIT.into()],
+            ..Default::default()
+        },
+    );
+    let csv = cluster.dir.join("t.csv");
+    write_table(&csv);
+    let wait = std::time::Duration::from_secs(600);
+
+    // A full sort of every row (a window over the whole table).
+    let id = cluster.submit_rest(
+        &script(
+            &csv,
+            "SELECT max(rn) AS m FROM (SELECT row_number() OVER (ORDER BY s) AS rn FROM t);",
+        ),
+        "sort",
+    );
+    let job = cluster.wait_job(&id, wait);
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    assert_eq!(only_value(&cluster, &id, "m"), ROWS);
+    assert!(spills(&job, "SortExec") > 0, "the sort did not spill");
+
+    // A group per row.
+    let id = cluster.submit_rest(
+        &script(
+            &csv,
+            "SELECT count(*) AS groups FROM (SELECT s, count(*) AS c FROM t GROUP BY s);",
+        ),
+        "aggregate",
+    );
+    let job = cluster.wait_job(&id, wait);
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    assert_eq!(only_value(&cluster, &id, "groups"), ROWS);
+    assert!(spills(&job, "AggregateExec") > 0, "the aggregation did not spill");
+
+    // A join whose build side cannot fit: a clear failure, not a crash.
+    let id = cluster.submit_rest(
+        &script(&csv, "SELECT count(*) AS pairs FROM t a JOIN t b ON a.s = b.s;"),
+        "join",
+    );
+    let job = cluster.wait_job(&id, wait);
+    assert_eq!(job.summary.state, JobState::Failed, "{:?}", job.summary);
+    let error = job.summary.error.unwrap_or_default();
+    assert!(
+        error.contains("Failed to allocate") && error.contains("hint: a hash join"),
+        "{error}"
+    );
+
+    // The executor is still there and runs the next job.
+    assert_eq!(cluster.executors_alive().len(), 1);
+    let id = cluster.submit_rest(&script(&csv, "SELECT count(*) AS n FROM t WHERE x < 10;"), "after");
+    let job = cluster.wait_job(&id, wait);
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    assert_eq!(only_value(&cluster, &id, "n"), 10);
+    assert!(!cluster.logs().contains("panicked at"), "{}", cluster.logs());
+}
