@@ -224,3 +224,51 @@ fn a_restarted_scheduler_gets_its_executors_back_and_fails_what_was_running() {
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
     assert_eq!(counts(&cluster, &again), [4_320_000, 4_320_000, 4_320_000]);
 }
+
+#[test]
+fn an_s3_server_stopped_mid_job_fails_it_cleanly_and_the_next_job_runs() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket("lake");
+    crate::data::upload_sample(&s3, "lake");
+    let cluster = Cluster::start(&s3, ClusterOptions::default());
+    // Reads S3 first, computes for seconds, writes to S3 last.
+    let copy = format!(
+        "{}COPY (SELECT a.day, count(*) AS n FROM orders_csv a, orders_csv b, orders_csv c GROUP BY a.day) \
+         TO 's3://lake/fault-out/' STORED AS PARQUET;",
+        crate::data::ddl("lake")
+    );
+    let id = cluster.submit_rest(&copy, "s3-stopped");
+    wait_for("the job to pass its first stage", Duration::from_secs(120), || {
+        past_first_stage(&cluster, &id)
+    });
+    s3.stop();
+    let stopped = Instant::now();
+    let job = cluster.wait_job(&id, Duration::from_secs(180));
+    let failed_after = stopped.elapsed();
+    assert_eq!(job.summary.state, JobState::Failed, "{:?}", job.summary);
+    let error = job.summary.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("127.0.0.1") || error.contains("S3"),
+        "the error does not say what could not be reached: {error}"
+    );
+    assert!(
+        failed_after <= Duration::from_secs(90),
+        "failed {failed_after:?} after S3 stopped"
+    );
+
+    // S3 back: nothing of the failed write is visible, and the next job runs.
+    s3.restart();
+    assert_eq!(s3.list("lake", "fault-out/"), Vec::<String>::new());
+    let id = cluster.submit_rest(
+        &format!("{}SELECT count(*) AS n FROM orders_csv;", crate::data::ddl("lake")),
+        "after-s3",
+    );
+    let job = cluster.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    let rows = cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
+    assert_eq!(rows["rows"][0]["n"].as_u64(), Some(crate::data::ORDERS as u64));
+    eprintln!(
+        "s3 fault: the job failed {:.1}s after S3 stopped: {error}",
+        failed_after.as_secs_f64()
+    );
+}

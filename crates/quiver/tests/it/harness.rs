@@ -222,6 +222,27 @@ impl S3Server {
         let root = dir.path().join("data");
         std::fs::create_dir_all(&root).unwrap();
         let port = free_port();
+        let proc = Self::spawn(port, &root, dir.path());
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server (SIGKILL); its data stays.
+    pub fn stop(&mut self) {
+        self._proc.kill();
+    }
+
+    /// Starts the server again on the same port, over the same data.
+    pub fn restart(&mut self) {
+        let port: u16 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        self._proc = Self::spawn(port, &self.root, self._dir.path());
+    }
+
+    fn spawn(port: u16, root: &Path, dir: &Path) -> Proc {
         let bin = which("s3s-fs").unwrap_or_else(|| {
             panic!(
                 "s3s-fs is not installed: run `cargo install s3s-fs@0.14.1 --locked --features binary` (.ci/run does)"
@@ -232,19 +253,13 @@ impl S3Server {
             Command::new(bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-                .arg(&root),
-            dir.path(),
+                .arg(root),
+            dir,
         );
-        let endpoint = format!("http://127.0.0.1:{port}");
         wait_for("s3s-fs to listen", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        S3Server {
-            endpoint,
-            root,
-            _proc: proc,
-            _dir: dir,
-        }
+        proc
     }
 
     /// Creates a bucket (a directory, for s3s-fs).

@@ -8,7 +8,7 @@
 //! * `delta`: Delta tables read and written by the cluster, with the Python `deltalake` package as the other side;
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
 //! * `concurrency`: twenty jobs at once, short jobs beside a long one, a full queue;
-//! * `faults`: executors stopped and killed mid-query, the last one lost, one coming back, a scheduler restart;
+//! * `faults`: executors stopped and killed mid-query, the last one lost, one coming back, a scheduler restart, S3 stopped mid-job;
 //! * `memory`: an executor under --memory-limit spilling a sort and an aggregation, surviving a join that cannot fit;
 //! * `python`: the Python package's pytest suite (client, Airflow provider, Flight SQL, notebook);
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
