@@ -117,12 +117,15 @@ fn executor_loss_is_seen_recovered_from_and_reported() {
         cluster.logs()
     );
     assert_eq!(counts(&cluster, &id), expected);
+    // Times are reported below, not asserted; these bounds only tell a
+    // recovery from a hang on a loaded machine. (The job runs again from the
+    // start when Ballista loses track of it: loss, 5 s of stall, a whole run.)
     assert!(
-        seen <= EXECUTOR_TIMEOUT + Duration::from_secs(2),
+        seen <= EXECUTOR_TIMEOUT + Duration::from_secs(5),
         "the loss was seen {seen:?} after the kill"
     );
     assert!(
-        recovered <= Duration::from_secs(30) + undisturbed,
+        recovered <= Duration::from_secs(60) + undisturbed * 3,
         "the job finished {recovered:?} after the kill (undisturbed: {undisturbed:?})"
     );
 
