@@ -37,7 +37,7 @@ pub(super) const MAX_ATTEMPTS: u32 = 3;
 /// The reason a stalled query fails with.
 pub(super) fn stall_reason() -> String {
     format!(
-        "the query stopped making progress: no task ran or was ready to run for {} s \
+        "the query stopped making progress: none of its tasks ran for {} s while the cluster ran nothing \
          (Ballista lost track of a stage re-run after an executor was lost); \
          Quiver failed it rather than let it hang. Re-run it: the remaining executors take the work",
         STALL_AFTER.as_secs()
