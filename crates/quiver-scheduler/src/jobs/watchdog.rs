@@ -120,7 +120,8 @@ impl JobService {
                 _ => busy = true, // running tasks, finished, or being updated
             }
         }
-        let stuck = !busy && crate::cluster::alive_slots(scheduler).await > 0;
+        // Executor states are read only when the check can matter.
+        let stuck = !busy && !idle.is_empty() && crate::cluster::alive_slots(scheduler).await > 0;
         let now = Instant::now();
         let mut stalled = Vec::new();
         {

@@ -7,22 +7,12 @@ use quiver_core::api::{JobState, SubmitJob};
 
 use crate::harness::{Cluster, ClusterOptions, S3Server};
 
-fn orders_table() -> String {
-    let orders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/data/orders");
-    format!(
-        "CREATE EXTERNAL TABLE orders (order_id BIGINT, customer_id BIGINT, product_id VARCHAR, \
-         product VARCHAR, quantity INT, unit_price DOUBLE, status VARCHAR, day VARCHAR) STORED AS CSV \
-         PARTITIONED BY (day) LOCATION '{}/' OPTIONS ('format.has_header' 'true');\n",
-        orders.display()
-    )
-}
-
 /// A two-stage query whose answer tells which job it was: `n * 1000 + 20`
 /// (20 orders on the first day).
 fn short_job(n: u64) -> String {
     format!(
         "{}SELECT {n} * 1000 + count(*) AS v FROM orders WHERE day = '2024-03-01';",
-        orders_table()
+        crate::data::sample_orders_ddl()
     )
 }
 
@@ -30,15 +20,8 @@ fn short_job(n: u64) -> String {
 fn long_job() -> String {
     format!(
         "{}SELECT count(*) AS n FROM orders a, orders b, orders c, orders d;",
-        orders_table()
+        crate::data::sample_orders_ddl()
     )
-}
-
-fn value(cluster: &Cluster, id: &str) -> u64 {
-    let rows = cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
-    rows["rows"][0]["v"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no value in {rows}"))
 }
 
 /// Runs a short job and waits for it; its wall time.
@@ -47,7 +30,7 @@ fn run_short(cluster: &Cluster, n: u64) -> Duration {
     let id = cluster.submit_rest(&short_job(n), &format!("short-{n}"));
     let job = cluster.wait_job(&id, Duration::from_secs(120));
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(value(cluster, &id), n * 1000 + 20);
+    assert_eq!(cluster.result_column(&id, "v")[0], n * 1000 + 20);
     started.elapsed()
 }
 
@@ -93,7 +76,7 @@ fn twenty_jobs_at_once_short_jobs_beside_a_long_one_and_a_full_queue() {
     for (n, id) in &ids {
         let job = cluster.wait_job(id, Duration::from_secs(300));
         assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-        assert_eq!(value(&cluster, id), n * 1000 + 20, "job {id}");
+        assert_eq!(cluster.result_column(id, "v")[0], n * 1000 + 20, "job {id}");
     }
     let burst = started.elapsed();
 

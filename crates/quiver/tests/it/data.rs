@@ -138,3 +138,15 @@ pub fn ddl(bucket: &str) -> String {
          CREATE EXTERNAL TABLE customers STORED AS JSON LOCATION 's3://{bucket}/customers/';\n"
     )
 }
+
+/// DDL registering the repository's sample orders (`jobs/data/orders`, 60
+/// rows over three days) as `orders`, read from local files.
+pub fn sample_orders_ddl() -> String {
+    let orders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/data/orders");
+    format!(
+        "CREATE EXTERNAL TABLE orders (order_id BIGINT, customer_id BIGINT, product_id VARCHAR, \
+         product VARCHAR, quantity INT, unit_price DOUBLE, status VARCHAR, day VARCHAR) STORED AS CSV \
+         PARTITIONED BY (day) LOCATION '{}/' OPTIONS ('format.has_header' 'true');\n",
+        orders.display()
+    )
+}

@@ -15,24 +15,8 @@ const EXECUTOR_TIMEOUT: Duration = quiver_scheduler::SchedulerOptions::DEFAULT_E
 /// Three stages over the sample orders (60 rows, three days): a scan, a
 /// 60⁴-row cross product aggregated per day, the final sort.
 fn slow_job() -> String {
-    let orders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/data/orders");
-    format!(
-        "CREATE EXTERNAL TABLE orders (order_id BIGINT, customer_id BIGINT, product_id VARCHAR, \
-         product VARCHAR, quantity INT, unit_price DOUBLE, status VARCHAR, day VARCHAR) STORED AS CSV \
-         PARTITIONED BY (day) LOCATION '{}/' OPTIONS ('format.has_header' 'true');\n\
-         SELECT a.day, count(*) AS n FROM orders a, orders b, orders c, orders d GROUP BY a.day ORDER BY a.day;",
-        orders.display()
-    )
-}
-
-fn counts(cluster: &Cluster, id: &str) -> Vec<u64> {
-    let rows = cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
-    rows["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["n"].as_u64().unwrap())
-        .collect()
+    crate::data::sample_orders_ddl()
+        + "SELECT a.day, count(*) AS n FROM orders a, orders b, orders c, orders d GROUP BY a.day ORDER BY a.day;"
 }
 
 /// True once a stage of the job has succeeded (its output lives on the
@@ -65,7 +49,7 @@ fn executor_loss_is_seen_recovered_from_and_reported() {
     let job = cluster.wait_job(&id, Duration::from_secs(300));
     let undisturbed = started.elapsed();
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(counts(&cluster, &id), expected);
+    assert_eq!(cluster.result_column(&id, "n"), expected);
 
     // SIGTERM: the executor stops taking tasks, deregisters and exits; the
     // job it served completes on the other one.
@@ -87,7 +71,7 @@ fn executor_loss_is_seen_recovered_from_and_reported() {
     let left = exited.elapsed();
     let job = cluster.wait_job(&id, Duration::from_secs(300));
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(counts(&cluster, &id), expected);
+    assert_eq!(cluster.result_column(&id, "n"), expected);
     let replacement = cluster.spawn_executor(5, 2);
     cluster.executors.push(replacement);
     wait_for("a replacement executor", Duration::from_secs(60), || {
@@ -116,7 +100,7 @@ fn executor_loss_is_seen_recovered_from_and_reported() {
         job.summary,
         cluster.logs()
     );
-    assert_eq!(counts(&cluster, &id), expected);
+    assert_eq!(cluster.result_column(&id, "n"), expected);
     // Times are reported below, not asserted; these bounds only tell a
     // recovery from a hang on a loaded machine. (The job runs again from the
     // start when Ballista loses track of it: loss, 5 s of stall, a whole run.)
@@ -156,7 +140,7 @@ fn executor_loss_is_seen_recovered_from_and_reported() {
     let id = cluster.submit_rest(&slow_job(), "after-recovery");
     let job = cluster.wait_job(&id, Duration::from_secs(300));
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(counts(&cluster, &id), expected);
+    assert_eq!(cluster.result_column(&id, "n"), expected);
 
     // Every job above gave the right answer or the failure it had to; no
     // process panicked.
@@ -225,7 +209,7 @@ fn a_restarted_scheduler_gets_its_executors_back_and_fails_what_was_running() {
     let again = cluster.submit_rest(&slow_job(), "after-restart");
     let job = cluster.wait_job(&again, Duration::from_secs(300));
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(counts(&cluster, &again), [4_320_000, 4_320_000, 4_320_000]);
+    assert_eq!(cluster.result_column(&again, "n"), [4_320_000, 4_320_000, 4_320_000]);
 }
 
 #[test]
@@ -268,8 +252,7 @@ fn an_s3_server_stopped_mid_job_fails_it_cleanly_and_the_next_job_runs() {
     );
     let job = cluster.wait_job(&id, Duration::from_secs(120));
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    let rows = cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
-    assert_eq!(rows["rows"][0]["n"].as_u64(), Some(crate::data::ORDERS as u64));
+    assert_eq!(cluster.result_column(&id, "n"), [crate::data::ORDERS as u64]);
     eprintln!(
         "s3 fault: the job failed {:.1}s after S3 stopped: {error}",
         failed_after.as_secs_f64()

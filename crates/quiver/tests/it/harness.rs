@@ -524,6 +524,21 @@ impl Cluster {
         v["id"].as_str().unwrap().to_owned()
     }
 
+    /// The integer column `column` of a job's stored result, row by row.
+    pub fn result_column(&self, id: &str, column: &str) -> Vec<u64> {
+        let result = self.get_json(&format!("/api/v1/jobs/{id}/result"));
+        let rows = result["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no rows in {result}"));
+        rows.iter()
+            .map(|r| {
+                r[column]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no integer {column} in {result}"))
+            })
+            .collect()
+    }
+
     pub fn job(&self, id: &str) -> JobDetail {
         serde_json::from_value(self.get_json(&format!("/api/v1/jobs/{id}"))).unwrap()
     }

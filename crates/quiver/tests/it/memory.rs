@@ -34,13 +34,6 @@ fn script(csv: &std::path::Path, query: &str) -> String {
     )
 }
 
-fn only_value(cluster: &Cluster, id: &str, column: &str) -> u64 {
-    let rows = cluster.get_json(&format!("/api/v1/jobs/{id}/result"));
-    rows["rows"][0][column]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {column} in {rows}"))
-}
-
 /// Spills the job's operators named `operator` reported, from the stage plans.
 fn spills(job: &JobDetail, operator: &str) -> u64 {
     job.queries
@@ -81,7 +74,7 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     );
     let job = cluster.wait_job(&id, wait);
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(only_value(&cluster, &id, "m"), ROWS);
+    assert_eq!(cluster.result_column(&id, "m")[0], ROWS);
     assert!(spills(&job, "SortExec") > 0, "the sort did not spill");
 
     // A group per row.
@@ -94,7 +87,7 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     );
     let job = cluster.wait_job(&id, wait);
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(only_value(&cluster, &id, "groups"), ROWS);
+    assert_eq!(cluster.result_column(&id, "groups")[0], ROWS);
     assert!(spills(&job, "AggregateExec") > 0, "the aggregation did not spill");
 
     // A join whose build side cannot fit: a clear failure, not a crash.
@@ -115,6 +108,6 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     let id = cluster.submit_rest(&script(&csv, "SELECT count(*) AS n FROM t WHERE x < 10;"), "after");
     let job = cluster.wait_job(&id, wait);
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(only_value(&cluster, &id, "n"), 10);
+    assert_eq!(cluster.result_column(&id, "n")[0], 10);
     assert!(!cluster.logs().contains("panicked at"), "{}", cluster.logs());
 }
