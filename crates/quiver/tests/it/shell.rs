@@ -11,37 +11,38 @@ fn interactive_shell_edits_describes_times_and_remembers() {
     let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).unwrap();
     p.exp_string("quiver> ").unwrap();
 
-    // A statement over several lines runs once it ends with ';'.
+    // Each line is typed only once the prompt is back: the line editor drops
+    // what arrives while it is still reading the previous line.
     p.send_line("SELECT 40").unwrap();
     p.exp_string("...> ").unwrap();
     p.send_line("  + 2 AS answer;").unwrap();
     p.exp_string("| 42     |").unwrap();
     p.exp_string("1 row").unwrap();
 
-    p.send_line("\\timing").unwrap();
-    p.exp_string("Timing is on.").unwrap();
-    p.send_line("SELECT 1 AS one;").unwrap();
-    p.exp_string("Time: ").unwrap();
+    for (line, shows) in [
+        ("\\timing", &["Timing is on."][..]),
+        ("SELECT 1 AS one;", &["Time: "]),
+        ("\\d", &["No tables"]),
+        (
+            "CREATE EXTERNAL TABLE customers STORED AS JSON LOCATION 's3://lake/customers/';",
+            &["table customers created"],
+        ),
+        ("\\d", &["s3://lake/customers/"]),
+        ("\\d customers", &["country", "location: s3://lake/customers/"]),
+        ("\\d nope", &["no table or view named 'nope'"]),
+        // An error does not end the session.
+        ("SELECT * FROM missing_table;", &["not found"]),
+        ("SELECT count(*) AS n FROM customers;", &["| 50 |"]),
+    ] {
+        p.exp_string("quiver> ").unwrap();
+        p.send_line(line).unwrap();
+        for text in shows {
+            p.exp_string(text)
+                .unwrap_or_else(|e| panic!("after {line:?}, expected {text:?}: {e}"));
+        }
+    }
 
-    p.send_line("\\d").unwrap();
-    p.exp_string("No tables").unwrap();
-    p.send_line("CREATE EXTERNAL TABLE customers STORED AS JSON LOCATION 's3://lake/customers/';")
-        .unwrap();
-    p.exp_string("table customers created").unwrap();
-    p.send_line("\\d").unwrap();
-    p.exp_string("s3://lake/customers/").unwrap();
-    p.send_line("\\d customers").unwrap();
-    p.exp_string("country").unwrap();
-    p.exp_string("location: s3://lake/customers/").unwrap();
-    p.send_line("\\d nope").unwrap();
-    p.exp_string("no table or view named 'nope'").unwrap();
-
-    // An error does not end the session.
-    p.send_line("SELECT * FROM missing_table;").unwrap();
-    p.exp_string("missing_table").unwrap();
-    p.send_line("SELECT count(*) AS n FROM customers;").unwrap();
-    p.exp_string("| 50 |").unwrap();
-
+    p.exp_string("quiver> ").unwrap();
     p.send_line("\\q").unwrap();
     p.exp_eof().unwrap();
 
