@@ -230,13 +230,16 @@ class CliEngine:
             s.stop()
 
 
-def start_cluster(binary, name, work, extra_env, executor_memory=None):
+def start_cluster(binary, name, work, extra_env, executor_memory=None, data=None):
     """A Quiver scheduler and two executors (one slot each) on free ports, once both executors are alive.
 
-    Returns the servers and the scheduler's port; `extra_env` (S3 credentials) goes to every process.
+    Returns the servers and the scheduler's port; `extra_env` (S3 credentials) goes to every process,
+    and jobs may read local files under `data` (a cluster refuses local paths otherwise).
     """
     port = free_port()
     env = dict(os.environ, QUIVER_LOG="warn", **extra_env)
+    if data:
+        env["QUIVER_ALLOW_LOCAL_PATHS"] = data
     servers = [Server(f"{name}-scheduler", [binary, "scheduler", "--bind", "127.0.0.1", "--port", str(port),
                                             "--external-host", "127.0.0.1"], work, env)]
     for i in range(2):
@@ -261,7 +264,8 @@ class QuiverCluster(CliEngine):
 
     def start(self):
         t0 = time.time()
-        servers, self.port = start_cluster(self.args.quiver, self.name, self.work, self.s3_env(), self.args.executor_memory)
+        servers, self.port = start_cluster(self.args.quiver, self.name, self.work, self.s3_env(), self.args.executor_memory,
+                                           self.args.data)
         self.servers += servers
         self.start_seconds = time.time() - t0
 

@@ -58,7 +58,9 @@ class Cluster:
         cmd = [self.args.quiver, "scheduler", "--bind", "127.0.0.1", "--port", str(self.port), "--external-host", "127.0.0.1",
                "--history", self.history, "--history-max-jobs", str(self.args.jobs + 100), "--max-running-jobs", "4"]
         t0 = time.time()
-        self.scheduler = Server("scheduler", cmd, self.work, dict(os.environ, QUIVER_LOG="warn"))
+        # The jobs read jobs/data from local disk, which a cluster refuses unless allowed.
+        env = dict(os.environ, QUIVER_LOG="warn", QUIVER_ALLOW_LOCAL_PATHS=os.path.join(REPO, "jobs", "data"))
+        self.scheduler = Server("scheduler", cmd, self.work, env)
         wait_until("the scheduler", lambda: timed_get(self.base + "/healthz")[2] == 200)
         return time.time() - t0
 
@@ -66,7 +68,8 @@ class Cluster:
         cmd = [self.args.quiver, "executor", "--scheduler", f"127.0.0.1:{self.port}", "--bind", "127.0.0.1",
                "--external-host", "127.0.0.1", "--flight-port", str(free_port()), "--grpc-port", str(free_port()),
                "--health-port", "0", "--slots", "2", "--work-dir", os.path.join(self.work, "executor")]
-        self.executor = Server("executor", cmd, self.work, dict(os.environ, QUIVER_LOG="warn"))
+        env = dict(os.environ, QUIVER_LOG="warn", QUIVER_ALLOW_LOCAL_PATHS=os.path.join(REPO, "jobs", "data"))
+        self.executor = Server("executor", cmd, self.work, env)
         wait_until("the executor", lambda: any(e["state"] == "alive" for e in http_json(self.base + "/api/v1/executors")))
 
     def stop(self):

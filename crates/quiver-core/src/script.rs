@@ -107,6 +107,62 @@ fn reads_only(statement: &datafusion::sql::sqlparser::ast::Statement) -> bool {
     }
 }
 
+/// The values `sql` gives to secret settings: `SET s3.secret_access_key = '...'`
+/// and secret keys among the `OPTIONS (...)` of `CREATE EXTERNAL TABLE` and
+/// `COPY`. Text that does not parse is still searched for such a `SET`.
+///
+/// ```
+/// use quiver_core::script::secret_values;
+/// assert_eq!(secret_values("SET s3.secret_access_key = 'k3y-value'"), ["k3y-value"]);
+/// assert_eq!(secret_values("SET s3.region TO 'eu-west-1'"), Vec::<String>::new());
+/// ```
+pub fn secret_values(sql: &str) -> Vec<String> {
+    use crate::secret::is_secret_key;
+    use datafusion::sql::parser::{DFParser, Statement as Df};
+    use datafusion::sql::sqlparser::ast::{Expr, Set, Statement as Ast};
+
+    let Ok(statements) = DFParser::parse_sql(sql) else {
+        return set_value_in_text(sql).into_iter().collect();
+    };
+    let options = |pairs: &[(String, datafusion::sql::sqlparser::ast::Value)]| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(key, _)| is_secret_key(key))
+            .map(|(_, value)| value.clone().into_string().unwrap_or_else(|| value.to_string()))
+            .collect()
+    };
+    let mut values = Vec::new();
+    for statement in statements {
+        match statement {
+            Df::Statement(ast) => {
+                if let Ast::Set(Set::SingleAssignment {
+                    variable, values: set, ..
+                }) = *ast
+                    && is_secret_key(&variable.to_string())
+                {
+                    values.extend(set.into_iter().map(|e| match e {
+                        Expr::Value(v) => v.clone().into_string().unwrap_or_else(|| v.to_string()),
+                        other => other.to_string(),
+                    }));
+                }
+            }
+            Df::CreateExternalTable(create) => values.extend(options(&create.options)),
+            Df::CopyTo(copy) => values.extend(options(&copy.options)),
+            _ => {}
+        }
+    }
+    values
+}
+
+/// The value of a `SET <secret key> = value` the parser could not read.
+fn set_value_in_text(sql: &str) -> Option<String> {
+    static SET: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?is)^\s*set\s+([\w.]+)\s*(?:=|\s+to\s+)\s*(.*?)\s*;?\s*$").expect("valid regex")
+    });
+    let caps = SET.captures(sql)?;
+    crate::secret::is_secret_key(&caps[1]).then(|| caps[2].trim_matches(['\'', '"']).to_owned())
+}
+
 /// The first line of `sql` that is neither empty nor a `--` comment.
 pub fn first_code_line(sql: &str) -> &str {
     sql.lines()

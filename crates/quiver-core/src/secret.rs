@@ -79,6 +79,21 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `sql` as it may be recorded: the secrets it sets itself
+/// ([`crate::script::secret_values`]) are registered, then every known secret
+/// is scrubbed.
+///
+/// ```
+/// let text = quiver_core::secret::redact_sql("SET s3.secret_access_key = 'set-in-sql-42'");
+/// assert_eq!(text, "SET s3.secret_access_key = '****'");
+/// ```
+pub fn redact_sql(sql: &str) -> String {
+    for value in crate::script::secret_values(sql) {
+        register(&value);
+    }
+    redact(sql).into_owned()
+}
+
 /// Shows `value` for `key` as it may be displayed: masked when the key is secret.
 pub fn display_value<'a>(key: &str, value: &'a str) -> Cow<'a, str> {
     if is_secret_key(key) && !value.is_empty() {

@@ -45,7 +45,7 @@ use crate::config::{ConfigError, Settings};
 use crate::optimizer;
 use crate::options::QuiverOptions;
 use crate::secret;
-use crate::storage::{QuiverObjectStoreRegistry, S3Options, StorageContext};
+use crate::storage::{LocalPaths, QuiverObjectStoreRegistry, S3Options, StorageContext};
 
 /// Engine settings where Quiver's default differs from Ballista's, each with
 /// why. Every session starts from these; the config
@@ -112,8 +112,14 @@ impl SessionFactory {
     /// `s3.*` keys become this process's storage defaults; every other key is a
     /// session default, checked here so a typo fails at startup.
     pub fn new(config_file: &Settings) -> std::result::Result<Self, ConfigError> {
+        Self::with_local_paths(config_file, LocalPaths::Any)
+    }
+
+    /// [`SessionFactory::new`] for a process whose jobs may touch only the
+    /// local files `local_paths` allows (a cluster's scheduler and executors).
+    pub fn with_local_paths(config_file: &Settings, local_paths: LocalPaths) -> std::result::Result<Self, ConfigError> {
         crate::delta::register();
-        let storage = Arc::new(StorageContext::new(config_file)?);
+        let storage = Arc::new(StorageContext::new(config_file)?.with_local_paths(local_paths));
         Self::with_storage(storage, config_file.without_section("s3"))
     }
 

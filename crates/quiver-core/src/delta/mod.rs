@@ -62,9 +62,11 @@ pub fn table_url(location: &str) -> Result<Url> {
     Ok(url)
 }
 
-/// The storage options deltalake needs for `config`'s session, from the
-/// process's [`StorageContext`] and the session's `s3.*` settings.
-pub(crate) fn storage_options(config: &SessionConfig) -> HashMap<String, String> {
+/// The storage options deltalake needs to reach the table at `url` in
+/// `config`'s session, from the process's [`StorageContext`] and the session's
+/// `s3.*` settings; refused when `url` is a local path the process's
+/// [`LocalPaths`](crate::storage::LocalPaths) policy does not allow.
+pub(crate) fn storage_options(config: &SessionConfig, url: &Url) -> Result<HashMap<String, String>> {
     let session = config
         .options()
         .extensions
@@ -72,8 +74,11 @@ pub(crate) fn storage_options(config: &SessionConfig) -> HashMap<String, String>
         .map(S3Options::settings)
         .unwrap_or_default();
     match config.get_extension::<StorageContext>() {
-        Some(storage) => storage.delta_options(&session),
-        None => StorageContext::with_defaults(Default::default()).delta_options(&session),
+        Some(storage) => {
+            storage.local_paths().check_url(url)?;
+            Ok(storage.delta_options(&session))
+        }
+        None => Ok(StorageContext::default().delta_options(&session)),
     }
 }
 

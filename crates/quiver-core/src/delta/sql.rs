@@ -289,7 +289,7 @@ async fn open_latest(ctx: &SessionContext, table: &DeltaTable) -> Result<deltala
     open(
         table.url(),
         &TableVersion::Latest,
-        storage_options(&ctx.copied_config()),
+        storage_options(&ctx.copied_config(), table.url())?,
     )
     .await
 }
@@ -507,9 +507,13 @@ pub async fn rewrite_time_travel(ctx: &SessionContext, sql: &str) -> Result<Stri
                 TableVersion::Latest => w.value.clone(),
             };
             // Check now that the version exists, with a clear message if not.
-            open(pinned.url(), &version, storage_options(&ctx.copied_config()))
-                .await
-                .map_err(|e| DataFusionError::Plan(format!("{} has no such version ({value}): {e}", w.value)))?;
+            open(
+                pinned.url(),
+                &version,
+                storage_options(&ctx.copied_config(), pinned.url())?,
+            )
+            .await
+            .map_err(|e| DataFusionError::Plan(format!("{} has no such version ({value}): {e}", w.value)))?;
             if ctx.table_exist(alias.as_str())? {
                 ctx.deregister_table(alias.as_str())?;
             }

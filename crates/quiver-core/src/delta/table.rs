@@ -108,7 +108,7 @@ impl DeltaTable {
         config: &datafusion::prelude::SessionConfig,
     ) -> Result<Self> {
         let url = table_url(location)?;
-        let table = open(&url, &version, storage_options(config)).await?;
+        let table = open(&url, &version, storage_options(config, &url)?).await?;
         check_readable(&table, &url)?;
         let snapshot = table.snapshot().map_err(delta_err)?;
         let partition_cols = snapshot.metadata().partition_columns().to_vec();
@@ -266,7 +266,7 @@ impl TableProvider for DeltaTable {
                 projection,
             )?)));
         }
-        let table = open(&self.url, &self.version, storage_options(state.config())).await?;
+        let table = open(&self.url, &self.version, storage_options(state.config(), &self.url)?).await?;
         check_readable(&table, &self.url)?;
         let snapshot = table.snapshot().map_err(delta_err)?;
         let log_data = snapshot.log_data();

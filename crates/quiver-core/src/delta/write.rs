@@ -151,7 +151,7 @@ impl ExecutionPlan for DeltaWriteExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         register();
-        let options = storage_options(context.session_config());
+        let options = storage_options(context.session_config(), &self.url)?;
         let mut input = self.input.execute(partition, Arc::clone(&context))?;
         let url = self.url.clone();
         let schema = Arc::clone(&self.schema);
@@ -307,7 +307,7 @@ impl ExecutionPlan for DeltaCommitExec {
             return internal_err!("DeltaCommitExec has one partition, asked for {partition}");
         }
         register();
-        let options = storage_options(context.session_config());
+        let options = storage_options(context.session_config(), &self.url)?;
         let input = self.input.execute(0, Arc::clone(&context))?;
         let (url, schema, partition_cols, mode, exists) = (
             self.url.clone(),

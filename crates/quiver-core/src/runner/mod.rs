@@ -7,7 +7,7 @@
 //!
 //! This module dispatches statements; `CREATE TABLE ... AS` into files and
 //! Delta is [`create_table`], turning a failure into a message is
-//! [`failure`], and masking secret settings in what a query returns is
+//! [`failure`], and keeping secrets out of what a statement returns is
 //! [`masking`].
 
 mod create_table;
@@ -29,7 +29,7 @@ use crate::ctas::parse_ctas;
 use crate::delta::sql::Outcome as DeltaOutcome;
 use crate::script::Statement;
 use crate::storage::StorageContext;
-use masking::{mask_setting_values, mentions_settings};
+use masking::{mask_secret_settings, redact_text};
 
 /// What a statement did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,8 +160,8 @@ impl StatementRunner {
 
     async fn run_sql(&self, sql: &str) -> Result<(Produced, bool), RunError> {
         let state = self.ctx.state();
-        let plan = state.create_logical_plan(sql).await?;
-        let shows_settings = mentions_settings(&plan, sql);
+        let plan = mask_secret_settings(state.create_logical_plan(sql).await?, &state)?;
+        let explains = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         match &plan {
             LogicalPlan::Ddl(ddl) => {
                 let summary = ddl_summary(ddl);
@@ -180,6 +180,10 @@ impl StatementRunner {
             }
             LogicalPlan::Copy(copy) => {
                 let target = copy.output_url.clone();
+                // Refused here, by name: the engine's write path would only say
+                // that finalizing the writes failed.
+                let url = datafusion::datasource::listing::ListingTableUrl::parse(&target)?;
+                self.storage.local_paths().check_url(url.as_ref())?;
                 let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
                 let rows = count_of(&batches);
                 Ok((written(rows, target), false))
@@ -191,8 +195,8 @@ impl StatementRunner {
                     None => (df.collect().await?, false),
                     Some(max) => collect_at_most(df, max).await?,
                 };
-                if shows_settings {
-                    batches = batches.iter().map(mask_setting_values).collect::<Result<_, _>>()?;
+                if explains {
+                    batches = batches.iter().map(redact_text).collect::<Result<_, _>>()?;
                 }
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                 let mut summary = format!("{rows} row{}", if rows == 1 { "" } else { "s" });

@@ -17,7 +17,14 @@
 //!
 //! Process-level settings (2 and 3) stay in their process: a laptop that reaches
 //! MinIO as `localhost:9000` and executors that reach it as `minio:9000` each use
-//! their own endpoint.
+//! their own endpoint. Credentials stay with their endpoint: a job that names
+//! another endpoint and no credentials sends its requests unsigned.
+//!
+//! # Local files
+//!
+//! `file://` URLs and plain paths go through the process's [`LocalPaths`]
+//! policy: any path in embedded mode and the CLI, only the directories given
+//! to `--allow-local-paths` in a cluster's scheduler and executors.
 //!
 //! When an endpoint is set, requests use path-style addressing (what MinIO
 //! expects) and plain `http://` is allowed if the endpoint says so. Without
@@ -37,7 +44,6 @@ use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions}
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use parking_lot::{Mutex, RwLock};
 use url::Url;
@@ -46,8 +52,10 @@ use crate::config::{ConfigError, Settings, parse_bool};
 use crate::secret;
 
 mod bucket;
+mod local;
 
 pub use bucket::{BucketCreated, BucketError, create_bucket};
+pub use local::LocalPaths;
 
 crate::settings_struct! {
     /// Storage settings for S3-compatible endpoints (MinIO, AWS S3, ...): the
@@ -172,8 +180,11 @@ impl S3Settings {
             }
         }
         // Credentials come as a pair: never mix a key id from one source with a
-        // secret from another.
-        if self.access_key_id.is_none() && self.secret_access_key.is_none() {
+        // secret from another. And they stay with their endpoint: a session that
+        // names another endpoint without credentials is sent unsigned, never
+        // signed with this process's keys to a host the session chose.
+        let other_endpoint = self.endpoint.is_some() && self.endpoint != fallback.endpoint;
+        if self.access_key_id.is_none() && self.secret_access_key.is_none() && !other_endpoint {
             self.access_key_id.clone_from(&fallback.access_key_id);
             self.secret_access_key.clone_from(&fallback.secret_access_key);
             self.session_token.clone_from(&fallback.session_token);
@@ -301,11 +312,20 @@ impl ExtensionOptions for S3Options {
     }
 }
 
-/// Process-wide storage state: this process's default settings and its stores.
-#[derive(Debug, Default)]
+/// Process-wide storage state: this process's default settings, its stores
+/// and which local files its jobs may touch.
+#[derive(Debug)]
 pub struct StorageContext {
     defaults: S3Settings,
     stores: Mutex<HashMap<(String, S3Settings), Arc<dyn ObjectStore>>>,
+    local_paths: LocalPaths,
+    local: Arc<dyn ObjectStore>,
+}
+
+impl Default for StorageContext {
+    fn default() -> Self {
+        Self::with_defaults(S3Settings::default())
+    }
 }
 
 impl StorageContext {
@@ -317,10 +337,27 @@ impl StorageContext {
 
     /// Storage with exactly these defaults (tests, embedding).
     pub fn with_defaults(defaults: S3Settings) -> Self {
+        let local_paths = LocalPaths::default();
         Self {
             defaults,
             stores: Mutex::default(),
+            local: local_paths.store(),
+            local_paths,
         }
+    }
+
+    /// The same storage, with jobs' local paths limited by `policy`.
+    pub fn with_local_paths(self, policy: LocalPaths) -> Self {
+        Self {
+            local: policy.store(),
+            local_paths: policy,
+            ..self
+        }
+    }
+
+    /// Which local files this process's jobs may touch.
+    pub fn local_paths(&self) -> &LocalPaths {
+        &self.local_paths
     }
 
     /// This process's default settings.
@@ -385,7 +422,6 @@ pub struct QuiverObjectStoreRegistry {
     options: S3Options,
     storage: Arc<StorageContext>,
     registered: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
-    local: Arc<LocalFileSystem>,
 }
 
 impl fmt::Debug for QuiverObjectStoreRegistry {
@@ -404,7 +440,6 @@ impl QuiverObjectStoreRegistry {
             options,
             storage,
             registered: RwLock::default(),
-            local: Arc::new(LocalFileSystem::new()),
         }
     }
 }
@@ -430,7 +465,7 @@ impl ObjectStoreRegistry for QuiverObjectStoreRegistry {
             return Ok(Arc::clone(store));
         }
         match url.scheme() {
-            "" | "file" => Ok(Arc::clone(&self.local) as Arc<dyn ObjectStore>),
+            "" | "file" => Ok(Arc::clone(&self.storage.local)),
             "s3" | "s3a" => {
                 let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
                     DataFusionError::Configuration(format!("'{url}' has no bucket name; write s3://bucket/path"))
@@ -526,6 +561,24 @@ mod tests {
         let eff = session.or(&defaults);
         assert_eq!(eff.access_key_id.as_deref(), Some("session-id"));
         assert_eq!(eff.secret_access_key, None, "never mix credential sources");
+    }
+
+    #[test]
+    fn credentials_stay_with_their_endpoint() {
+        let defaults = S3Settings {
+            access_key_id: Some("default-id".into()),
+            secret_access_key: Some("default-secret".into()),
+            endpoint: Some("http://minio:9000".into()),
+            ..Default::default()
+        };
+        let mut elsewhere = S3Settings::default();
+        elsewhere.set("endpoint", "http://attacker.example:9000").unwrap();
+        let eff = elsewhere.or(&defaults);
+        assert_eq!((eff.access_key_id, eff.secret_access_key), (None, None));
+
+        let mut same = S3Settings::default();
+        same.set("endpoint", "http://minio:9000").unwrap();
+        assert_eq!(same.or(&defaults).secret_access_key.as_deref(), Some("default-secret"));
     }
 
     #[test]

@@ -62,6 +62,7 @@ const TABLE_TYPES: [&str; 3] = ["BASE TABLE", "VIEW", "LOCAL TEMPORARY"];
 
 /// The scheduler's Flight service; see the [module docs](self).
 pub struct QuiverFlight {
+    jobs: Arc<JobService>,
     sessions: ClusterSessions,
     transactions: Transactions,
     proxy: BallistaFlightProxyService,
@@ -71,10 +72,11 @@ pub struct QuiverFlight {
 
 impl QuiverFlight {
     /// Flight SQL on `jobs`' cluster, guarded by `auth`, and the result proxy
-    /// (whose tickets carry no token).
+    /// (whose tickets carry no token; it reaches only the cluster's executors).
     pub fn new(jobs: Arc<JobService>, proxy: BallistaFlightProxyService, auth: Auth) -> Self {
         Self {
-            sessions: ClusterSessions::new(jobs),
+            sessions: ClusterSessions::new(Arc::clone(&jobs)),
+            jobs,
             transactions: Transactions::default(),
             proxy,
             auth,
@@ -199,15 +201,24 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl FlightSqlService for QuiverFlight {
     type FlightService = QuiverFlight;
 
-    /// Result fetches through the proxy; nothing else reaches here.
+    /// Result fetches through the proxy; nothing else reaches here. The proxy
+    /// connects only to this cluster's alive executors, never to whatever
+    /// host a ticket names.
     async fn do_get_fallback(&self, request: Request<Ticket>, message: Any) -> Result<Response<DataStream>, Status> {
-        let fetch = ballista_core::serde::protobuf::Action::decode(request.get_ref().ticket.clone())
-            .is_ok_and(|action| action.action_type.is_some());
-        if !fetch {
+        use ballista_core::serde::protobuf::action::ActionType;
+        let action = ballista_core::serde::protobuf::Action::decode(request.get_ref().ticket.clone()).ok();
+        let Some(ActionType::FetchPartition(fetch)) = action.and_then(|a| a.action_type) else {
             self.authorize(&request)?;
             return Err(Status::invalid_argument(format!(
                 "not a ticket this server issued ({})",
                 message.type_url
+            )));
+        };
+        if !self.jobs.is_executor_flight_address(&fetch.host, fetch.port).await {
+            tracing::warn!(host = %fetch.host, port = fetch.port, job = %fetch.job_id, "result fetch refused: not an executor of this cluster");
+            return Err(Status::permission_denied(format!(
+                "{}:{} is not an executor of this cluster; the result proxy fetches only from its executors",
+                fetch.host, fetch.port
             )));
         }
         let response = FlightService::do_get(&self.proxy, request).await?;

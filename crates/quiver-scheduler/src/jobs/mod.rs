@@ -276,6 +276,18 @@ impl JobService {
         self.prune_history().await;
     }
 
+    /// True when `host:port` is the Flight address of an alive executor of
+    /// this cluster (where the result proxy may connect).
+    pub async fn is_executor_flight_address(&self, host: &str, port: u32) -> bool {
+        let Some(scheduler) = self.scheduler.get() else {
+            return false;
+        };
+        crate::cluster::alive_executors(scheduler)
+            .await
+            .iter()
+            .any(|e| e.host == host && u32::from(e.port) == port)
+    }
+
     /// The summary of job `id`.
     pub fn summary(&self, id: &str) -> Option<JobSummary> {
         self.registry.lock().summaries.get(id).cloned()

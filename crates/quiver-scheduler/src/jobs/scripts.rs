@@ -44,15 +44,22 @@ impl JobService {
             }
             let id = registry.new_id();
             let mut detail = new_detail(id, name, source, JobState::Queued);
-            let filled: Vec<&str> = script.statements.iter().map(|s| s.sql.as_str()).collect();
-            detail.sql = Some(secret::redact(&(filled.join(";\n\n") + ";")).into_owned());
-            detail.params = request.params.clone();
-            detail.conf = conf.redacted();
+            // Nothing is recorded before every secret the request carries is
+            // known: secret-named params, and values the statements SET.
+            secret::register_settings(request.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             detail.statements = script
                 .statements
                 .iter()
-                .map(|s| StatementInfo::queued(s.index, s.line, secret::redact(&s.sql).into_owned()))
+                .map(|s| StatementInfo::queued(s.index, s.line, secret::redact_sql(&s.sql)))
                 .collect();
+            let filled: Vec<&str> = script.statements.iter().map(|s| s.sql.as_str()).collect();
+            detail.sql = Some(secret::redact(&(filled.join(";\n\n") + ";")).into_owned());
+            detail.params = request
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), secret::display_value(k, v).into_owned()))
+                .collect();
+            detail.conf = conf.redacted();
             let cancel = registry.insert_active(detail.clone());
             (detail, cancel)
         };

@@ -50,7 +50,7 @@ impl JobService {
             let mut registry = self.registry.lock();
             let id = registry.new_id();
             let mut detail = new_detail(id, name.to_owned(), source, JobState::Running);
-            let text = secret::redact(sql).into_owned();
+            let text = secret::redact_sql(sql);
             let mut statement = StatementInfo::queued(1, 1, text.clone());
             statement.state = JobState::Running;
             statement.started_at = Some(now_ms());

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use quiver_core::config::Settings;
 use quiver_core::session::SessionFactory;
+use quiver_core::storage::LocalPaths;
 use quiver_executor::ExecutorOptions;
 use quiver_scheduler::SchedulerOptions;
 use quiver_scheduler::history::HistoryLocation;
@@ -16,6 +17,22 @@ use quiver_scheduler::jobs::JobServiceOptions;
 use super::UsageError;
 
 const SECS_PER_DAY: u64 = 24 * 3600;
+
+/// Which local files the jobs of a cluster process may read and write.
+#[derive(Debug, Args)]
+pub struct LocalPathArgs {
+    /// Directories whose files jobs may read and write by local path or
+    /// file:// URL (comma-separated in the environment variable). Without it,
+    /// local paths are refused: scripts reach data through s3:// only.
+    #[arg(long, env = "QUIVER_ALLOW_LOCAL_PATHS", value_name = "DIR", num_args = 1.., value_delimiter = ',')]
+    allow_local_paths: Vec<PathBuf>,
+}
+
+impl LocalPathArgs {
+    fn policy(&self) -> anyhow::Result<LocalPaths> {
+        LocalPaths::under(&self.allow_local_paths).map_err(|e| UsageError(e.to_string()).into())
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
@@ -54,17 +71,14 @@ pub struct SchedulerArgs {
     /// File holding the access token clients must send (or set QUIVER_TOKEN).
     #[arg(long, env = "QUIVER_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    local_paths: LocalPathArgs,
 }
 
 pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let factory = factory(config)?;
+    let factory = factory(config, args.local_paths.policy()?)?;
     let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read token file {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
+        Some(path) => Some(read_token_file(path)?),
         None => super::token_from_env(),
     };
     let options = SchedulerOptions {
@@ -141,6 +155,25 @@ pub struct ExecutorArgs {
     #[arg(long, env = "QUIVER_CONNECT_TIMEOUT", value_name = "SECS",
           default_value_t = ExecutorOptions::DEFAULT_CONNECT_TIMEOUT.as_secs())]
     connect_timeout: u64,
+    #[command(flatten)]
+    local_paths: LocalPathArgs,
+}
+
+/// The token in `path`: an unreadable or empty file is a start-up error, not
+/// a scheduler left open.
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?
+        .trim()
+        .to_owned();
+    if token.is_empty() {
+        return Err(UsageError(format!(
+            "token file {} is empty: write the token into it, or drop --token-file to run without one",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(token)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -150,7 +183,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let factory = factory(config)?;
+    let factory = factory(config, args.local_paths.policy()?)?;
     let url = quiver::client::scheduler_url(&args.scheduler)?;
     let parsed = url::Url::parse(&url).map_err(|e| UsageError(format!("--scheduler: {e}")))?;
     let options = ExecutorOptions {
@@ -188,8 +221,10 @@ fn host_name() -> anyhow::Result<String> {
     })
 }
 
-/// The session factory of this process, from its config file.
-pub fn factory(config: Option<&Path>) -> anyhow::Result<SessionFactory> {
+/// The session factory of this process, from its config file: a cluster
+/// process's, or the embedded cluster's (which runs on the user's machine
+/// and allows any local path).
+pub(super) fn factory(config: Option<&Path>, local_paths: LocalPaths) -> anyhow::Result<SessionFactory> {
     let settings = Settings::load(config)?;
-    Ok(SessionFactory::new(&settings)?)
+    Ok(SessionFactory::with_local_paths(&settings, local_paths)?)
 }

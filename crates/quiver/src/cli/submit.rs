@@ -19,6 +19,7 @@ use quiver::embedded::EmbeddedCluster;
 use quiver_core::api::{JobDetail, JobSource, JobState, SubmitJob};
 use quiver_core::output::{OutputFormat, render};
 use quiver_core::script::{Script, short_first_line};
+use quiver_core::storage::LocalPaths;
 
 use super::{UsageError, pairs, parse_format, servers};
 
@@ -58,7 +59,7 @@ pub(super) async fn target(
     match scheduler.filter(|s| !s.trim().is_empty()) {
         Some(address) => Ok((ApiClient::new(address, super::token_from_env())?, None)),
         None => {
-            let factory = servers::factory(config)?;
+            let factory = servers::factory(config, LocalPaths::Any)?;
             let cluster = EmbeddedCluster::start(factory, embedded_slots)
                 .await
                 .context("cannot start the embedded cluster")?;

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use crate::data;
-use crate::harness::{ACCESS_KEY, Run, SECRET_KEY, Shared, csv_rows, free_port, shared};
+use crate::harness::{ACCESS_KEY, Run, SECRET_KEY, Shared, csv_rows, free_port, shared, walk};
 
 /// The cluster is shared; bad-input cases run one at a time so a failure is
 /// attributed to the right case.
@@ -106,21 +106,6 @@ fn wrong_credentials_are_rejected_without_showing_the_secret() {
         );
     }
     assert_healthy(s);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -340,6 +340,14 @@ pub fn which(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// The local directories a test cluster's jobs may use: the temporary
+/// directory (test data, outputs) and the repository (`jobs/data`). Anything
+/// else, `/etc` included, stays refused.
+pub fn local_paths_allowed() -> Vec<std::ffi::OsString> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    vec!["--allow-local-paths".into(), std::env::temp_dir().into(), repo.into()]
+}
+
 /// A scheduler and executors, as separate `quiver` processes.
 pub struct Cluster {
     pub port: u16,
@@ -423,6 +431,7 @@ impl Cluster {
             .args(["--executor-timeout", &options.executor_timeout_secs.to_string()])
             .arg("--history")
             .arg(&self.history)
+            .args(local_paths_allowed())
             .args(&options.scheduler_args)
             .env("QUIVER_LOG", "info")
             .env_remove("QUIVER_SCHEDULER")
@@ -447,6 +456,7 @@ impl Cluster {
             .args(["--health-port", &free_port().to_string()])
             .args(["--slots", &slots.to_string(), "--heartbeat-interval", "1"])
             .args(["--id", &id])
+            .args(local_paths_allowed())
             .args(&self.executor_args)
             .arg("--work-dir")
             .arg(self.dir.join(&id))
@@ -681,4 +691,20 @@ pub fn csv_rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .map(|l| l.split(',').map(str::to_owned).collect())
         .collect()
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -10,6 +10,7 @@
 //! * `concurrency`: twenty jobs at once, short jobs beside a long one, a full queue;
 //! * `faults`: executors stopped and killed mid-query, the last one lost, one coming back, a scheduler restart, S3 stopped mid-job;
 //! * `memory`: an executor under --memory-limit spilling a sort and an aggregation, surviving a join that cannot fit;
+//! * `security`: secrets kept out of every record, local paths refused in a cluster, token-file and endpoint checks;
 //! * `python`: the Python package's pytest suite (client, Airflow provider, Flight SQL, notebook);
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `tpch`: all 22 TPC-H queries (SF0.01) on a cluster give DuckDB's answers;
@@ -28,6 +29,7 @@ mod harness;
 mod jobs_api;
 mod memory;
 mod python;
+mod security;
 mod shell;
 mod slt;
 mod stack;

@@ -1,0 +1,231 @@
+//! The cluster's doors: what a submitted script may reach, what is recorded of
+//! the secrets it carries, and how the scheduler starts with a token file.
+
+use crate::harness::{S3Server, shared, walk};
+
+/// A script that sets a secret, takes a secret parameter, reads the settings
+/// view every way it can and explains a plan that quotes the parameter: the
+/// values appear in no record, page, log or output.
+#[test]
+fn secrets_a_script_sets_or_is_given_leave_no_trace() {
+    let s = shared();
+    const SET_SECRET: &str = "set-in-script-secret-8c41d7";
+    const PARAM_SECRET: &str = "param-secret-value-3e9a5f";
+    let script = format!(
+        "SET s3.secret_access_key = '{SET_SECRET}';\n\
+         SELECT value AS v FROM information_schema.df_settings WHERE name = 's3.secret_access_key';\n\
+         SELECT upper(value) AS v FROM information_schema.df_settings WHERE name LIKE '%secret%';\n\
+         SELECT count(*) AS n FROM (VALUES ('${{api_token}}')) AS t(x) WHERE x <> '';\n\
+         EXPLAIN SELECT count(*) AS n FROM (VALUES ('${{api_token}}')) AS t(x) WHERE x <> '';\n"
+    );
+    let param = format!("api_token={PARAM_SECRET}");
+    let run = s.cluster.submit(
+        &script,
+        &["--param", &param, "--name", "secret-trace", "--format", "csv"],
+    );
+    run.ok();
+    assert!(
+        run.stdout.contains("****"),
+        "the settings view shows no mask:\n{}",
+        run.stdout
+    );
+
+    let list = s.cluster.get_json("/api/v1/jobs?q=secret-trace");
+    let id = list["jobs"][0]["id"].as_str().expect("the job is listed").to_owned();
+    let detail = s.cluster.get_json(&format!("/api/v1/jobs/{id}"));
+    assert_eq!(detail["params"]["api_token"], "****", "{detail}");
+
+    let mut places = vec![
+        (
+            "quiver submit's output".to_owned(),
+            format!("{}{}", run.stdout, run.stderr),
+        ),
+        ("the REST job".to_owned(), detail.to_string()),
+        (
+            "the UI job page".to_owned(),
+            s.cluster.get(&format!("/ui/jobs/{id}")).text().unwrap(),
+        ),
+        ("the process logs".to_owned(), s.cluster.logs()),
+    ];
+    for statement in 1..=5 {
+        let path = format!("/api/v1/jobs/{id}/result?statement={statement}");
+        places.push((path.clone(), s.cluster.get(&path).text().unwrap()));
+    }
+    for file in walk(&s.cluster.history) {
+        let bytes = std::fs::read(&file).unwrap();
+        places.push((file.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    for (place, text) in &places {
+        for secret in [SET_SECRET, PARAM_SECRET] {
+            assert!(
+                !text.to_lowercase().contains(secret),
+                "{place} holds a secret ({secret}):\n{text}"
+            );
+        }
+    }
+}
+
+/// In a cluster, a script reaches local files only under the directories the
+/// operator allowed; `/etc` is not among them.
+#[test]
+fn local_paths_outside_the_allowed_directories_are_refused() {
+    let s = shared();
+    for (sql, what) in [
+        (
+            "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd' \
+             OPTIONS ('format.has_header' 'false', 'format.delimiter' '|');\nSELECT * FROM pw;",
+            "read /etc/passwd",
+        ),
+        (
+            "COPY (SELECT 1 AS x) TO '/etc/quiver-was-here.csv' STORED AS CSV;",
+            "write under /etc",
+        ),
+        (
+            "CREATE TABLE d USING delta LOCATION '/etc/quiver-delta' AS SELECT 1 AS x;",
+            "create a Delta table under /etc",
+        ),
+    ] {
+        let run = s.cluster.submit(sql, &[]);
+        assert_ne!(run.code, 0, "a script could {what}:\n{}", run.stdout);
+        assert!(
+            run.stderr.contains("local path") && run.stderr.contains("--allow-local-paths"),
+            "refusing to {what} says why and what to do:\n{}",
+            run.stderr
+        );
+        assert!(!run.stdout.contains("root:"), "{}", run.stdout);
+    }
+    assert!(!std::path::Path::new("/etc/quiver-was-here.csv").exists());
+    assert!(!std::path::Path::new("/etc/quiver-delta").exists());
+
+    // The directories allowed to this test cluster still work.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rows.csv"), "x\n1\n2\n").unwrap();
+    let sql = format!(
+        "CREATE EXTERNAL TABLE r STORED AS CSV LOCATION '{}/rows.csv' OPTIONS ('format.has_header' 'true');\n\
+         SELECT sum(x) AS s FROM r;",
+        dir.path().display()
+    );
+    let run = s.cluster.submit(&sql, &["--format", "csv"]);
+    run.ok();
+    assert!(run.stdout.contains('3'), "{}", run.stdout);
+}
+
+/// The result proxy on the scheduler's port fetches only from the cluster's
+/// own executors: a ticket naming any other host:port is refused, and no
+/// connection is made to it.
+#[test]
+fn the_result_proxy_reaches_only_the_clusters_executors() {
+    use arrow_flight::Ticket;
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use ballista_core::serde::protobuf::action::ActionType;
+    use ballista_core::serde::protobuf::{Action, FetchPartition};
+    use prost::Message;
+
+    let s = shared();
+    // Where the ticket points: a port on this machine that counts connections.
+    let bait = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    bait.set_nonblocking(true).unwrap();
+    let ticket = Action {
+        settings: vec![],
+        action_type: Some(ActionType::FetchPartition(FetchPartition {
+            job_id: "job-anything".into(),
+            stage_id: 1,
+            partition_id: 0,
+            host: "127.0.0.1".into(),
+            port: u32::from(bait.local_addr().unwrap().port()),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let status = crate::harness::block_on(async {
+        let channel = tonic::transport::Channel::from_shared(s.cluster.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightServiceClient::new(channel);
+        match client.do_get(Ticket { ticket: ticket.into() }).await {
+            Ok(response) => response.into_inner().message().await.err(),
+            Err(status) => Some(status),
+        }
+    })
+    .expect("the proxy fetched from a host that is not an executor");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(status.message().contains("not an executor of this cluster"), "{status}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        bait.accept().is_err(),
+        "the scheduler connected to the host the ticket named"
+    );
+}
+
+/// An empty token file would leave the scheduler open while its operator
+/// believes it closed: it is a start-up error.
+#[test]
+fn an_empty_token_file_is_a_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "\n").unwrap();
+    let log = dir.path().join("scheduler.log");
+    let mut child = std::process::Command::new(crate::harness::quiver_bin())
+        .args(["scheduler", "--bind", "127.0.0.1", "--port"])
+        .arg(crate::harness::free_port().to_string())
+        .arg("--token-file")
+        .arg(&token_file)
+        .env_remove("QUIVER_TOKEN")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // A scheduler that starts keeps running; one that refuses exits at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the scheduler started with an empty token file: {stderr}"
+    );
+    assert!(stderr.contains("is empty"), "{stderr}");
+}
+
+/// A job that names its own S3 endpoint without credentials is not signed
+/// with the scheduler's: the endpoint it chose never sees them.
+#[test]
+fn a_job_naming_another_endpoint_gets_no_process_credentials() {
+    // A second S3 server stands for a host the job chose. It takes the same
+    // keys as the cluster's, so a read signed with the process's credentials
+    // would succeed; an unsigned one is refused.
+    let other = S3Server::start();
+    other.create_bucket("elsewhere");
+    other.put("elsewhere", "x/a.csv", "a\n1\n");
+    let s = shared();
+    let sql = format!(
+        "SET s3.endpoint = '{}';\n\
+         CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 's3://elsewhere/x/' OPTIONS ('format.has_header' 'true');\n\
+         SELECT * FROM t;",
+        other.endpoint
+    );
+    let run = s.cluster.submit(&sql, &[]);
+    assert_ne!(
+        run.code, 0,
+        "the job read another endpoint signed with the scheduler's credentials:\n{}",
+        run.stdout
+    );
+
+    // With credentials of its own, the job reads it.
+    let sql = format!(
+        "SET s3.access_key_id = '{}';\nSET s3.secret_access_key = '{}';\n{sql}",
+        crate::harness::ACCESS_KEY,
+        crate::harness::SECRET_KEY
+    );
+    s.cluster.submit(&sql, &[]).ok();
+}
