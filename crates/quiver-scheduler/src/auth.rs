@@ -10,7 +10,12 @@
 //! this layer: [`crate::flight`] checks the token on every Flight SQL call
 //! itself, since result fetches share its gRPC service.
 //!
-//! The token is compared in constant time and never logged or shown.
+//! The token is never logged or shown, and never compared as itself: the
+//! scheduler keeps its SHA-256 digest and compares digests in constant time,
+//! so neither the token's bytes nor its length leak through timing. The UI's
+//! cookie holds a value derived from the token, not the token: it opens the
+//! UI and REST (for the UI's own calls) for [`SESSION_MAX_AGE`], and cannot be
+//! turned back into the token a CLI or DAG uses.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,14 +23,38 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use quiver_core::api::ErrorBody;
+use sha2::{Digest, Sha256};
 
 /// Name of the cookie the UI login sets.
 pub const COOKIE: &str = "quiver_token";
 
-/// The configured token, if any.
+/// How long a UI sign-in lasts.
+pub const SESSION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// What the UI cookie's value is derived with, so it differs from the token.
+const SESSION_LABEL: &[u8] = b"quiver-ui-session\0";
+
+type Digest32 = [u8; 32];
+
+fn digest(parts: &[&[u8]]) -> Digest32 {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The configured token, kept only as digests.
 #[derive(Clone, Default)]
 pub struct Auth {
-    token: Option<String>,
+    /// SHA-256 of the token.
+    token: Option<Digest32>,
+    /// The UI cookie's value (derived from the token) and its SHA-256.
+    session: Option<(String, Digest32)>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -34,14 +63,30 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// How a request presents its credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// `Authorization: Bearer <token>`: the token itself.
+    Bearer(String),
+    /// The UI's cookie: the session value the login set.
+    Cookie(String),
+}
+
 impl Auth {
     /// Access control with `token` (`None`: everything is open).
     pub fn new(token: Option<String>) -> Self {
         let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-        if let Some(t) = &token {
-            quiver_core::secret::register(t);
+        let Some(token) = token else {
+            return Self::default();
+        };
+        quiver_core::secret::register(&token);
+        let session = hex(&digest(&[SESSION_LABEL, token.as_bytes()]));
+        quiver_core::secret::register(&session);
+        let session_digest = digest(&[session.as_bytes()]);
+        Self {
+            token: Some(digest(&[token.as_bytes()])),
+            session: Some((session, session_digest)),
         }
-        Self { token }
     }
 
     /// True when a token is required.
@@ -53,17 +98,42 @@ impl Auth {
     pub fn accepts(&self, candidate: Option<&str>) -> bool {
         match (&self.token, candidate) {
             (None, _) => true,
-            (Some(t), Some(c)) => constant_time_eq(t.as_bytes(), c.as_bytes()),
+            (Some(t), Some(c)) => constant_time_eq(t, &digest(&[c.as_bytes()])),
             (Some(_), None) => false,
         }
     }
 
-    /// The token a request presents: bearer header, then cookie.
-    pub fn presented(headers: &HeaderMap) -> Option<String> {
+    /// True when `presented` opens this scheduler: the token as a bearer, or
+    /// the UI's session value as the cookie.
+    pub fn accepts_presented(&self, presented: Option<&Presented>) -> bool {
+        match (&self.token, &self.session, presented) {
+            (None, _, _) => true,
+            (Some(_), _, Some(Presented::Bearer(t))) => self.accepts(Some(t)),
+            (Some(_), Some((_, s)), Some(Presented::Cookie(c))) => constant_time_eq(s, &digest(&[c.as_bytes()])),
+            _ => false,
+        }
+    }
+
+    /// The `Set-Cookie` value a successful UI login sends.
+    pub fn login_cookie(&self) -> Option<String> {
+        let (value, _) = self.session.as_ref()?;
+        Some(format!(
+            "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            SESSION_MAX_AGE.as_secs()
+        ))
+    }
+
+    /// The `Set-Cookie` value that signs the UI out.
+    pub fn logout_cookie() -> String {
+        format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    }
+
+    /// The credential a request presents: bearer header, then cookie.
+    pub fn presented(headers: &HeaderMap) -> Option<Presented> {
         if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
             && let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))
         {
-            return Some(t.trim().to_owned());
+            return Some(Presented::Bearer(t.trim().to_owned()));
         }
         headers
             .get_all(header::COOKIE)
@@ -72,14 +142,11 @@ impl Auth {
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
             .find(|(k, _)| *k == COOKIE)
-            .map(|(_, v)| v.to_owned())
+            .map(|(_, v)| Presented::Cookie(v.to_owned()))
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
+fn constant_time_eq(a: &Digest32, b: &Digest32) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -93,8 +160,10 @@ const EXECUTOR_METHODS: &[&str] = &[
 ];
 
 fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/ui/login" | "/favicon.ico")
-        || path.starts_with("/ui/static/")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/ui/login" | "/ui/logout" | "/favicon.ico"
+    ) || path.starts_with("/ui/static/")
         || EXECUTOR_METHODS.contains(&path)
         || path.starts_with("/arrow.flight.protocol.FlightService/")
 }
@@ -104,7 +173,7 @@ pub async fn require_token(State(auth): State<Auth>, request: Request<Body>, nex
     if !auth.enabled() || is_open(request.uri().path()) {
         return next.run(request).await;
     }
-    if auth.accepts(Auth::presented(request.headers()).as_deref()) {
+    if auth.accepts_presented(Auth::presented(request.headers()).as_ref()) {
         return next.run(request).await;
     }
     let path = request.uri().path();
@@ -158,10 +227,26 @@ mod tests {
     fn tokens_are_read_from_header_or_cookie() {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
-        assert_eq!(Auth::presented(&h).as_deref(), Some("abc"));
+        assert_eq!(Auth::presented(&h), Some(Presented::Bearer("abc".into())));
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; quiver_token=xyz"));
-        assert_eq!(Auth::presented(&h).as_deref(), Some("xyz"));
+        assert_eq!(Auth::presented(&h), Some(Presented::Cookie("xyz".into())));
+    }
+
+    #[test]
+    fn the_ui_cookie_is_not_the_token_and_opens_only_as_a_cookie() {
+        let auth = Auth::new(Some("s3cret-token".into()));
+        let cookie = auth.login_cookie().unwrap();
+        assert!(
+            !cookie.contains("s3cret-token") && cookie.contains("Max-Age=43200"),
+            "{cookie}"
+        );
+        let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+        assert!(auth.accepts_presented(Some(&Presented::Cookie(value.clone()))));
+        assert!(!auth.accepts_presented(Some(&Presented::Bearer(value))));
+        assert!(!auth.accepts_presented(Some(&Presented::Cookie("s3cret-token".into()))));
+        assert!(auth.accepts_presented(Some(&Presented::Bearer("s3cret-token".into()))));
+        assert!(Auth::logout_cookie().contains("Max-Age=0"));
     }
 
     #[test]

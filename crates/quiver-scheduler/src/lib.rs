@@ -333,7 +333,7 @@ fn router(app: AppState, config: &SchedulerConfig, auth: Auth) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
     api::routes()
-        .merge(ui::routes())
+        .merge(ui::routes().layer(axum::middleware::from_fn(ui::security_headers)))
         .merge(health)
         .with_state(app)
         .merge(tonic)

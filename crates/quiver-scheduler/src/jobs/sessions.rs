@@ -26,7 +26,7 @@ pub enum StatementEnd {
 impl JobService {
     /// Opens a client session as a running job.
     pub async fn open_session(&self, request: OpenSession) -> Result<JobSummary, JobError> {
-        if !matches!(request.source, JobSource::Shell | JobSource::Dataframe) {
+        if !is_session(request.source) {
             return Err(JobError::BadRequest(
                 "sessions are opened by a shell or a dataframe program".into(),
             ));
@@ -98,11 +98,19 @@ impl JobService {
     pub async fn close_session(&self, id: &str, error: Option<String>) -> Result<JobSummary, JobError> {
         {
             let registry = self.registry.lock();
-            if !registry.active.contains_key(id) {
+            let Some(job) = registry.active.get(id) else {
                 return match registry.summaries.get(id) {
                     Some(s) => Ok(s.clone()),
                     None => Err(JobError::NotFound(format!("no job {id}"))),
                 };
+            };
+            // Only a session's own client ends it: a submitted script, or a
+            // Flight SQL statement, ends when it has run (or is cancelled).
+            if !is_session(job.detail.summary.source) {
+                return Err(JobError::Conflict(format!(
+                    "job {id} is not a session ({}); cancel it instead",
+                    job.detail.summary.source
+                )));
             }
         }
         let state = if error.is_some() {
@@ -124,8 +132,7 @@ impl JobService {
                 .active
                 .iter()
                 .filter(|(_, j)| {
-                    matches!(j.detail.summary.source, JobSource::Shell | JobSource::Dataframe)
-                        && j.last_heartbeat.elapsed() > self.options.session_timeout
+                    is_session(j.detail.summary.source) && j.last_heartbeat.elapsed() > self.options.session_timeout
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -143,4 +150,9 @@ impl JobService {
             .await;
         }
     }
+}
+
+/// Sources whose jobs are client sessions, opened and closed by their client.
+fn is_session(source: JobSource) -> bool {
+    matches!(source, JobSource::Shell | JobSource::Dataframe)
 }

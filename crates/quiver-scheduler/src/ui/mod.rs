@@ -28,7 +28,7 @@ use serde::Deserialize;
 use quiver_core::script::short_first_line;
 
 use crate::api::{AppState, filter_from};
-use crate::auth::COOKIE;
+use crate::auth::Auth;
 use crate::jobs::JobError;
 use format::{ago, bytes, count, duration, percent, time};
 
@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/jobs/{id}/cancel", post(job_cancel_post))
         .route("/ui/executors", get(executors_get))
         .route("/ui/login", get(login_get).post(login_post))
+        .route("/ui/logout", get(logout).post(logout))
         .route(
             "/ui/static/app.css",
             get(|| async { asset(CSS, "text/css; charset=utf-8") }),
@@ -388,8 +389,8 @@ async fn job_get(State(app): State<AppState>, Path(id): Path<String>) -> Respons
         div.title-row {
             h1 { (s.name) " " (state_badge(s.state.as_str())) }
             @if !s.state.is_terminal() {
-                form method="post" action={"/ui/jobs/" (s.id) "/cancel"} {
-                    button.danger type="submit" onclick="return confirm('Cancel this job?')" { "Cancel job" }
+                form method="post" action={"/ui/jobs/" (s.id) "/cancel"} data-confirm="Cancel this job?" {
+                    button.danger type="submit" { "Cancel job" }
                 }
             }
         }
@@ -525,9 +526,14 @@ struct LoginForm {
 }
 
 fn safe_next(next: Option<&str>) -> String {
-    // Only paths on this server, never another origin.
+    // Only paths on this server, never another origin: browsers read `//host`
+    // and `/\host` as other hosts, and drop tabs and newlines.
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") => n.to_owned(),
+        Some(n)
+            if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.chars().any(char::is_control) =>
+        {
+            n.to_owned()
+        }
         _ => "/ui".into(),
     }
 }
@@ -556,10 +562,39 @@ async fn login_post(State(app): State<AppState>, Form(form): Form<LoginForm>) ->
     if !app.auth.accepts(Some(form.token.trim())) {
         return Redirect::to(&format!("/ui/login?failed=1&next={}", crate::auth::url_escape(&next))).into_response();
     }
-    let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", form.token.trim());
     let mut response = Redirect::to(&next).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = app.auth.login_cookie().and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// Signs the UI out: the cookie is cleared, the login page comes back.
+async fn logout() -> Response {
+    let mut response = Redirect::to("/ui/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&Auth::logout_cookie()) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// Headers every UI page carries: no framing by other sites, scripts and
+/// styles only from this server (the progress bars' widths are the only
+/// inline styles), no content-type guessing, no referrer to other sites.
+pub async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
     }
     response
 }
@@ -573,6 +608,8 @@ mod tests {
     fn login_redirects_stay_on_this_server() {
         assert_eq!(safe_next(Some("/ui/jobs")), "/ui/jobs");
         assert_eq!(safe_next(Some("//evil.example/")), "/ui");
+        assert_eq!(safe_next(Some("/\\evil.example/")), "/ui");
+        assert_eq!(safe_next(Some("/\t/evil.example/")), "/ui");
         assert_eq!(safe_next(Some("https://evil.example/")), "/ui");
         assert_eq!(safe_next(None), "/ui");
     }

@@ -229,3 +229,84 @@ fn a_job_naming_another_endpoint_gets_no_process_credentials() {
     );
     s.cluster.submit(&sql, &[]).ok();
 }
+
+/// The UI's sign-in: the cookie is derived from the token, not the token,
+/// expires, opens the UI but is no bearer token, and signs out; redirects
+/// stay on this server; pages forbid framing and foreign scripts. And a
+/// client cannot end another job as if it were its session.
+#[test]
+fn the_ui_sign_in_cookie_headers_and_redirects_hold() {
+    use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
+
+    let token = "ui-sign-in-token-71c2e0";
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    crate::data::upload_sample(&s3, "lake");
+    let cluster = crate::harness::Cluster::start(
+        &s3,
+        crate::harness::ClusterOptions {
+            executors: 1,
+            token: Some(token.into()),
+            ..Default::default()
+        },
+    );
+    let browser = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |next: &str| {
+        browser
+            .post(format!("{}/ui/login", cluster.url))
+            .form(&[("token", token), ("next", next)])
+            .send()
+            .unwrap()
+    };
+
+    let r = login("/ui/jobs");
+    assert_eq!(r.headers()[LOCATION], "/ui/jobs");
+    let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(!cookie.contains(token), "the cookie holds the token: {cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("Max-Age="), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let value = pair.split_once('=').unwrap().1.to_owned();
+
+    let page = browser
+        .get(format!("{}/ui/jobs", cluster.url))
+        .header(reqwest::header::COOKIE, &pair)
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200, "the cookie opens the UI");
+    assert_eq!(page.headers()[X_FRAME_OPTIONS], "DENY");
+    let csp = page.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let api = browser
+        .get(format!("{}/api/v1/jobs", cluster.url))
+        .bearer_auth(&value)
+        .send()
+        .unwrap();
+    assert_eq!(api.status().as_u16(), 401, "the cookie's value is not a bearer token");
+
+    for next in ["//evil.example/", "/\\evil.example/", "https://evil.example/"] {
+        let r = login(next);
+        assert_eq!(r.headers()[LOCATION], "/ui", "next={next}");
+    }
+
+    let out = browser.get(format!("{}/ui/logout", cluster.url)).send().unwrap();
+    let cleared = out.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+
+    // A running submitted script is not a session a client may close.
+    let id = cluster.submit_rest(&crate::jobs_api::long_query(), "not-a-session");
+    let r = cluster.post(&format!("/api/v1/sessions/{id}/close"), &serde_json::json!({}));
+    assert_eq!(r.status().as_u16(), 409, "{}", r.text().unwrap());
+    let r = cluster.post(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}));
+    assert!(r.status().is_success());
+    cluster.wait_state(
+        &id,
+        quiver_core::api::JobState::Cancelled,
+        std::time::Duration::from_secs(60),
+    );
+}

@@ -1,6 +1,7 @@
 // Quiver UI: refreshes a page in place while it shows something running.
 // The server marks such pages with <main data-live="true">; each refresh
 // keeps open <details> sections open and the scroll position where it was.
+// Asks before submitting a form marked data-confirm.
 (function () {
   "use strict";
   var PERIOD_MS = 2000;
@@ -50,4 +51,13 @@
   }
 
   window.setTimeout(refresh, PERIOD_MS);
+
+  // Forms that do something drastic (cancel a job) carry data-confirm with
+  // the question; listened for here, since the page allows no inline script.
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  });
 })();
