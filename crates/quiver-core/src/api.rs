@@ -189,6 +189,11 @@ pub struct SubmitJob {
     /// Who submits it; `rest` when unset. The CLI sends `submit`.
     #[serde(default)]
     pub source: Option<JobSource>,
+    /// Seconds the job may run (from its start, not counting time queued);
+    /// past them it is stopped and fails. The scheduler's `--job-timeout`,
+    /// when set, caps it.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 /// A request to open a client session (shell or DataFrame program) as a job.

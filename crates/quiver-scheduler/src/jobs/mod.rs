@@ -65,6 +65,9 @@ pub struct JobServiceOptions {
     pub max_history_jobs: usize,
     /// Finished jobs older than this are removed from history.
     pub max_history_age: Duration,
+    /// The longest a script job may run (from its start); `None`: no limit
+    /// beyond the one a request asks for.
+    pub job_timeout: Option<Duration>,
 }
 
 impl JobServiceOptions {
@@ -77,7 +80,27 @@ impl JobServiceOptions {
         session_timeout: Duration::from_secs(60),
         max_history_jobs: 1000,
         max_history_age: Duration::from_secs(30 * 24 * 3600),
+        job_timeout: None,
     };
+
+    /// How long a job that asked for `requested` may run: the shorter of that
+    /// and the scheduler's limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quiver_scheduler::jobs::JobServiceOptions;
+    /// let options = JobServiceOptions { job_timeout: Some(Duration::from_secs(60)), ..JobServiceOptions::DEFAULT };
+    /// assert_eq!(options.timeout_for(Some(600)), Some(Duration::from_secs(60)));
+    /// assert_eq!(options.timeout_for(Some(5)), Some(Duration::from_secs(5)));
+    /// assert_eq!(JobServiceOptions::DEFAULT.timeout_for(None), None);
+    /// ```
+    pub fn timeout_for(&self, requested: Option<u64>) -> Option<Duration> {
+        let requested = requested.map(Duration::from_secs);
+        match (requested, self.job_timeout) {
+            (Some(r), Some(limit)) => Some(r.min(limit)),
+            (r, limit) => r.or(limit),
+        }
+    }
 }
 
 impl Default for JobServiceOptions {

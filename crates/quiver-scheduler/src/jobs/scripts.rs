@@ -4,6 +4,7 @@
 //! run again, up to [`watchdog::MAX_ATTEMPTS`] times.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
 use quiver_core::api::{JobSource, JobState, JobSummary, StatementInfo, SubmitJob};
@@ -67,21 +68,27 @@ impl JobService {
         self.history.put_job(&detail).await?;
         tracing::info!(job = %detail.summary.id, name = %detail.summary.name, source = %detail.summary.source, statements = script.statements.len(), "job submitted");
         let service = Arc::clone(self);
-        let id = detail.summary.id.clone();
-        let name = detail.summary.name.clone();
-        tokio::spawn(async move { service.run_script(id, name, source, script, conf, cancel).await });
+        let job = ScriptJob {
+            id: detail.summary.id.clone(),
+            name: detail.summary.name.clone(),
+            source,
+            script,
+            conf,
+            timeout: self.options.timeout_for(request.timeout_secs),
+        };
+        tokio::spawn(async move { service.run_script(job, cancel).await });
         Ok(detail.summary)
     }
 
-    async fn run_script(
-        self: Arc<Self>,
-        id: String,
-        name: String,
-        source: JobSource,
-        script: Script,
-        conf: Settings,
-        cancel: CancellationToken,
-    ) {
+    async fn run_script(self: Arc<Self>, job: ScriptJob, cancel: CancellationToken) {
+        let ScriptJob {
+            id,
+            name,
+            source,
+            script,
+            conf,
+            timeout,
+        } = job;
         let permit = tokio::select! {
             p = Arc::clone(&self.slots).acquire_owned() => p,
             _ = cancel.cancelled() => {
@@ -98,6 +105,7 @@ impl JobService {
             job.detail.summary.started_at = Some(now_ms());
         });
         self.persist(&id).await;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
 
         let runner = match self.runner_for(&id, name, source, &conf).await {
             Ok(runner) => runner,
@@ -118,10 +126,11 @@ impl JobService {
             let mut attempt = 1;
             let outcome = loop {
                 let outcome = tokio::select! {
-                    r = runner.run(statement) => Some(r),
-                    _ = cancel.cancelled() => None,
+                    r = runner.run(statement) => Ok(r),
+                    _ = cancel.cancelled() => Err(Stop::Cancelled),
+                    _ = expiry(deadline) => Err(Stop::TimedOut),
                 };
-                if matches!(outcome, Some(Err(_)))
+                if matches!(outcome, Ok(Err(_)))
                     && attempt < watchdog::MAX_ATTEMPTS
                     && self.take_stall(&id, statement.index)
                     && statement.is_read_only()
@@ -133,19 +142,32 @@ impl JobService {
                 break outcome;
             };
             match outcome {
-                None => {
+                Err(stop) => {
                     self.cancel_queries(&id).await;
+                    let (state, reason) = match stop {
+                        Stop::Cancelled => (JobState::Cancelled, "cancelled by user".to_owned()),
+                        Stop::TimedOut => (
+                            JobState::Failed,
+                            format!(
+                                "timed out: the job ran longer than its {} s limit (the request's timeout_secs \
+                                 or the scheduler's --job-timeout) and was stopped",
+                                timeout.unwrap_or_default().as_secs()
+                            ),
+                        ),
+                    };
                     self.update(&id, |job| {
                         if let Some(s) = job.detail.statements.get_mut(statement.index - 1) {
-                            s.state = JobState::Cancelled;
+                            s.state = state;
                             s.finished_at = Some(now_ms());
+                            if state == JobState::Failed {
+                                s.error = Some(reason.clone());
+                            }
                         }
                     });
-                    self.finish(&id, JobState::Cancelled, Some("cancelled by user".into()))
-                        .await;
+                    self.finish(&id, state, Some(reason)).await;
                     return;
                 }
-                Some(Ok(out)) => {
+                Ok(Ok(out)) => {
                     let mut stored = true;
                     if out.kind == OutputKind::Rows
                         && let Err(e) = self.history.put_result(&id, out.index, &out.schema, &out.batches).await
@@ -177,7 +199,7 @@ impl JobService {
                         }
                     });
                 }
-                Some(Err(failure)) => {
+                Ok(Err(failure)) => {
                     let message = failure.to_string();
                     self.update(&id, |job| {
                         if let Some(s) = job.detail.statements.get_mut(failure.index - 1) {
@@ -235,5 +257,30 @@ impl JobService {
         self.factory
             .remote_context(&url, job, conf, token.as_deref(), slots)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A submitted script, ready to run once a job slot is free.
+struct ScriptJob {
+    id: String,
+    name: String,
+    source: JobSource,
+    script: Script,
+    conf: Settings,
+    /// How long it may run once started.
+    timeout: Option<Duration>,
+}
+
+/// Why a script stopped before its statement ended.
+enum Stop {
+    Cancelled,
+    TimedOut,
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn expiry(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

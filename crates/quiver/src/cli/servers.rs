@@ -65,6 +65,11 @@ pub struct SchedulerArgs {
     /// Scripts that may wait for a slot; more are refused (HTTP 503) until some start.
     #[arg(long, env = "QUIVER_MAX_QUEUED_JOBS", default_value_t = JobServiceOptions::DEFAULT.max_queued_jobs)]
     max_queued_jobs: usize,
+    /// Longest a submitted script may run once started, in seconds (0: no
+    /// limit); a job past it is stopped and fails. A request's own timeout
+    /// can only be shorter.
+    #[arg(long, env = "QUIVER_JOB_TIMEOUT", value_name = "SECS", default_value_t = 0)]
+    job_timeout: u64,
     /// Rows kept from each query result of a submitted script.
     #[arg(long, env = "QUIVER_MAX_RESULT_ROWS", default_value_t = JobServiceOptions::DEFAULT.max_result_rows)]
     max_result_rows: usize,
@@ -93,6 +98,7 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
             max_result_rows: args.max_result_rows,
             max_history_jobs: args.history_max_jobs,
             max_history_age: Duration::from_secs(args.history_max_age_days.saturating_mul(SECS_PER_DAY)),
+            job_timeout: (args.job_timeout > 0).then(|| Duration::from_secs(args.job_timeout)),
             ..JobServiceOptions::default()
         },
         token,

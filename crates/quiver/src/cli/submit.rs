@@ -42,6 +42,10 @@ pub struct SubmitArgs {
     /// How to print query results.
     #[arg(long, default_value = "table", value_parser = parse_format)]
     format: OutputFormat,
+    /// Seconds the job may run once started; past them it is stopped and
+    /// fails (the scheduler's --job-timeout, when set, caps it).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
     /// Submit, print the job id and return without waiting.
     #[arg(long)]
     detach: bool,
@@ -104,6 +108,7 @@ pub async fn run(args: SubmitArgs, config: Option<&Path>) -> anyhow::Result<Exit
             params,
             conf,
             source: Some(JobSource::Submit),
+            timeout_secs: args.timeout,
         })
         .await?;
     if args.detach {

@@ -310,3 +310,24 @@ fn the_ui_sign_in_cookie_headers_and_redirects_hold() {
         std::time::Duration::from_secs(60),
     );
 }
+
+/// A job past its timeout is stopped, fails with the reason, and leaves the
+/// cluster free for the next job.
+#[test]
+fn a_job_past_its_timeout_is_stopped_and_fails() {
+    let s = shared();
+    let started = std::time::Instant::now();
+    let run = s
+        .cluster
+        .submit(&crate::jobs_api::long_query(), &["--timeout", "3", "--name", "timed"]);
+    let took = started.elapsed();
+    assert_ne!(run.code, 0, "a job past its timeout succeeded:\n{}", run.stdout);
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the timeout stopped the job after {took:?}"
+    );
+    let list = s.cluster.get_json("/api/v1/jobs?q=timed");
+    assert_eq!(list["jobs"][0]["state"], "failed", "{list}");
+    s.cluster.submit("SELECT 1 AS one;", &[]).ok();
+}
