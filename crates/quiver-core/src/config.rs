@@ -89,6 +89,19 @@ impl Settings {
         Self::default()
     }
 
+    /// Settings from a client's request, kept as given: unlike
+    /// [`Settings::set`], nothing is registered as a secret yet, so a request
+    /// that is refused cannot make the process mask arbitrary words in its
+    /// logs. Call [`Settings::register_secrets`] once they are checked.
+    pub fn unchecked(pairs: BTreeMap<String, String>) -> Self {
+        Self(pairs)
+    }
+
+    /// Registers the value of every secret key for scrubbing.
+    pub fn register_secrets(&self) {
+        secret::register_settings(self.iter());
+    }
+
     /// Parses `key=value` arguments, as given to `--conf`.
     pub fn parse_pairs<I, S>(pairs: I) -> Result<Self, ConfigError>
     where

@@ -23,9 +23,10 @@ impl JobService {
     /// Accepts a script and starts it (or queues it when the job slots are full).
     pub async fn submit_script(self: &Arc<Self>, request: SubmitJob) -> Result<JobSummary, JobError> {
         let script = Script::parse(&request.sql, &request.params).map_err(|e| JobError::BadRequest(e.to_string()))?;
-        let conf: Settings = request.conf.clone().into_iter().collect();
+        let conf = Settings::unchecked(request.conf.clone());
         let mut probe = self.factory.base_config();
         apply_settings(&mut probe, &conf).map_err(|e| JobError::BadRequest(e.to_string()))?;
+        conf.register_secrets();
         let name = request
             .name
             .clone()
