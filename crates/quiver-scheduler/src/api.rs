@@ -81,8 +81,21 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A body that is not the JSON a route takes: 400 with what is wrong.
+/// The largest request body a route reads (axum's default limit).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// A body that is not the JSON a route takes: 400 with what is wrong, or 413
+/// when it is larger than [`MAX_BODY_BYTES`].
 fn bad_json(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} MiB; keep scripts short and read large inputs from storage",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ),
+        );
+    }
     ApiError::new(
         StatusCode::BAD_REQUEST,
         format!("invalid request body: {}", rejection.body_text()),

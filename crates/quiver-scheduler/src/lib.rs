@@ -333,6 +333,7 @@ fn router(app: AppState, config: &SchedulerConfig, auth: Auth) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
     api::routes()
+        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .merge(ui::routes().layer(axum::middleware::from_fn(ui::security_headers)))
         .merge(health)
         .with_state(app)

@@ -191,6 +191,12 @@ fn bad_requests_get_clear_errors() {
             "{e} should mention {needle}"
         );
     }
+    // A body past the limit: 413, said plainly, and the scheduler carries on.
+    let huge = json!({"sql": format!("SELECT 1; -- {}", "x".repeat(3 * 1024 * 1024))});
+    let r = s.cluster.post("/api/v1/jobs", &huge);
+    assert_eq!(r.status().as_u16(), 413);
+    let e: serde_json::Value = r.json().unwrap();
+    assert!(e["error"].as_str().unwrap().contains("larger than 2 MiB"), "{e}");
     let r = s.cluster.get("/api/v1/jobs/job-00000000-000000-0000");
     assert_eq!(r.status().as_u16(), 404);
     assert!(
