@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster_secret;
 pub mod codec;
 pub mod config;
 pub mod ctas;

@@ -31,8 +31,10 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::extension::EndpointOverrideFn;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::health::ExecutorHealth;
+use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
 
 /// Default port of the executor's Arrow Flight service (shuffle and results).
@@ -77,6 +79,9 @@ pub struct ExecutorOptions {
     /// Shuffle files older than this are removed from the work directory;
     /// `None` leaves cleaning to whoever owns the directory.
     pub shuffle_ttl: Option<Duration>,
+    /// The cluster secret whose proof the executor's calls to the scheduler
+    /// carry; `None` for a cluster without one.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl ExecutorOptions {
@@ -107,6 +112,7 @@ impl Default for ExecutorOptions {
             heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             shuffle_ttl: Some(Duration::from_secs(24 * 3600)),
+            cluster_secret: None,
         }
     }
 }
@@ -190,6 +196,7 @@ pub fn process_config(
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
         override_execution_engine: Some(Arc::new(engine::QuiverExecutionEngine::new(Duration::from_secs(30)))),
+        override_create_grpc_client_endpoint: options.cluster_secret.as_ref().map(prove_cluster_secret),
         health,
         ..ExecutorProcessConfig::default()
     };
@@ -197,6 +204,12 @@ pub fn process_config(
         config.executor_id = id.clone();
     }
     config
+}
+
+/// Makes every call to the scheduler carry the cluster secret's proof.
+fn prove_cluster_secret(secret: &ClusterSecret) -> EndpointOverrideFn {
+    let user_agent = secret.user_agent();
+    Arc::new(move |endpoint| Ok(endpoint.user_agent(user_agent.clone())?))
 }
 
 async fn serve_health(bind_host: &str, port: u16, health: ExecutorHealth) -> Result<(), ExecutorError> {

@@ -4,11 +4,12 @@
 //! except the health probes must carry it, as `Authorization: Bearer <token>`
 //! (the CLI, the Airflow provider, Ballista clients via gRPC metadata) or as
 //! the `quiver_token` cookie the UI's login form sets. gRPC calls that submit,
-//! follow or cancel queries need it too; the calls executors make (register,
-//! heartbeat, task status) and shuffle/result fetches do not, since executors
-//! hold no token — keep the cluster's network private. Arrow Flight passes
-//! this layer: [`crate::flight`] checks the token on every Flight SQL call
-//! itself, since result fetches share its gRPC service.
+//! follow or cancel queries need it too. The calls executors make (register,
+//! heartbeat, task status, poll, stop) carry no token; with a cluster secret
+//! configured they must carry its proof instead
+//! ([`quiver_core::cluster_secret`]). Arrow Flight passes this layer:
+//! [`crate::flight`] checks the token on every Flight SQL call itself, since
+//! result fetches share its gRPC service.
 //!
 //! The token is never logged or shown, and never compared as itself: the
 //! scheduler keeps its SHA-256 digest and compares digests in constant time,
@@ -23,6 +24,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use quiver_core::api::ErrorBody;
+use quiver_core::cluster_secret::ClusterSecret;
 use sha2::{Digest, Sha256};
 
 /// Name of the cookie the UI login sets.
@@ -48,13 +50,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The configured token, kept only as digests.
+/// The configured token, kept only as digests, and the cluster secret
+/// executors prove they hold.
 #[derive(Clone, Default)]
 pub struct Auth {
     /// SHA-256 of the token.
     token: Option<Digest32>,
     /// The UI cookie's value (derived from the token) and its SHA-256.
     session: Option<(String, Digest32)>,
+    /// What executor calls must carry.
+    cluster: Option<ClusterSecret>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -86,6 +91,27 @@ impl Auth {
         Self {
             token: Some(digest(&[token.as_bytes()])),
             session: Some((session, session_digest)),
+            cluster: None,
+        }
+    }
+
+    /// The same access control, with executor calls requiring `secret`.
+    pub fn with_cluster_secret(self, secret: Option<ClusterSecret>) -> Self {
+        Self {
+            cluster: secret,
+            ..self
+        }
+    }
+
+    /// True when an executor call with these headers may proceed: there is
+    /// no cluster secret, or the call proves it holds it.
+    fn admits_executor(&self, headers: &HeaderMap) -> bool {
+        match &self.cluster {
+            None => true,
+            Some(secret) => headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ua| secret.accepts_user_agent(ua)),
         }
     }
 
@@ -150,7 +176,8 @@ fn constant_time_eq(a: &Digest32, b: &Digest32) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// gRPC methods executors call; they carry no token.
+/// gRPC methods executors call: they carry no token, but the cluster
+/// secret's proof when the cluster has one.
 const EXECUTOR_METHODS: &[&str] = &[
     "/ballista.protobuf.SchedulerGrpc/PollWork",
     "/ballista.protobuf.SchedulerGrpc/RegisterExecutor",
@@ -164,13 +191,35 @@ fn is_open(path: &str) -> bool {
         path,
         "/healthz" | "/readyz" | "/ui/login" | "/ui/logout" | "/favicon.ico"
     ) || path.starts_with("/ui/static/")
-        || EXECUTOR_METHODS.contains(&path)
         || path.starts_with("/arrow.flight.protocol.FlightService/")
 }
 
-/// Middleware: refuses requests without the token.
+/// A gRPC refusal: HTTP 200 with `grpc-status` 16, UNAUTHENTICATED.
+fn grpc_unauthenticated(message: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header("grpc-status", "16")
+        .header("grpc-message", url_escape(message))
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::UNAUTHORIZED.into_response())
+}
+
+/// Middleware: refuses executor calls without the cluster secret's proof,
+/// and everything else but probes without the token.
 pub async fn require_token(State(auth): State<Auth>, request: Request<Body>, next: Next) -> Response {
-    if !auth.enabled() || is_open(request.uri().path()) {
+    let path = request.uri().path();
+    if EXECUTOR_METHODS.contains(&path) {
+        if auth.admits_executor(request.headers()) {
+            return next.run(request).await;
+        }
+        tracing::warn!(method = %path, "executor call refused: it does not prove it holds the cluster secret");
+        return grpc_unauthenticated(
+            "this cluster requires its cluster secret from executors: set QUIVER_CLUSTER_SECRET \
+             (or --cluster-secret-file) on this executor to the scheduler's",
+        );
+    }
+    if !auth.enabled() || is_open(path) {
         return next.run(request).await;
     }
     if auth.accepts_presented(Auth::presented(request.headers()).as_ref()) {
@@ -188,14 +237,7 @@ pub async fn require_token(State(auth): State<Auth>, request: Request<Body>, nex
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if is_grpc {
-        // gRPC status 16: UNAUTHENTICATED.
-        return Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/grpc")
-            .header("grpc-status", "16")
-            .header("grpc-message", "missing%20or%20wrong%20Quiver%20access%20token")
-            .body(Body::empty())
-            .unwrap_or_else(|_| StatusCode::UNAUTHORIZED.into_response());
+        return grpc_unauthenticated("missing or wrong Quiver access token");
     }
     (
         StatusCode::UNAUTHORIZED,
@@ -263,7 +305,6 @@ mod tests {
     fn probes_and_executor_calls_are_open() {
         assert!(is_open("/healthz"));
         assert!(is_open("/ui/static/app.js"));
-        assert!(is_open("/ballista.protobuf.SchedulerGrpc/HeartBeatFromExecutor"));
         assert!(!is_open("/ballista.protobuf.SchedulerGrpc/ExecuteQuery"));
         assert!(!is_open("/api/v1/jobs"));
     }

@@ -56,6 +56,7 @@ use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::metrics::default_metrics_collector;
 use ballista_scheduler::state::session_manager::share_file_statistics_cache;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
 use tokio::task::JoinHandle;
 
@@ -93,6 +94,9 @@ pub struct SchedulerOptions {
     pub jobs: JobServiceOptions,
     /// Access token required by the API, the UI and job submission.
     pub token: Option<String>,
+    /// The secret executors must prove they hold to register and report;
+    /// `None` leaves the executor calls open (said loudly at start-up).
+    pub cluster_secret: Option<ClusterSecret>,
     /// Spread each stage's tasks evenly over executors (true) or fill one
     /// executor's slots first (false).
     pub round_robin: bool,
@@ -118,6 +122,7 @@ impl Default for SchedulerOptions {
             history: HistoryLocation::Memory,
             jobs: JobServiceOptions::default(),
             token: None,
+            cluster_secret: None,
             round_robin: true,
         }
     }
@@ -273,7 +278,15 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
     let view = ClusterView::new(config.executor_timeout_seconds);
     view.follow(&scheduler).await;
 
-    let auth = Auth::new(options.token.clone());
+    let auth = Auth::new(options.token.clone()).with_cluster_secret(options.cluster_secret.clone());
+    if options.cluster_secret.is_none() {
+        tracing::warn!(
+            "the cluster is open: any process that reaches port {} can register as an executor, receive tasks \
+             and report results; set {} (or --cluster-secret-file) on the scheduler and every executor",
+            addr.port(),
+            quiver_core::cluster_secret::ENV
+        );
+    }
     let app = AppState {
         jobs: Arc::clone(&jobs),
         cluster: view,
@@ -286,6 +299,7 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         %addr,
         history = %options.history,
         auth = options.token.is_some(),
+        cluster_secret = options.cluster_secret.is_some(),
         "Quiver scheduler listening (gRPC, Flight proxy, REST, UI)"
     );
     // Without TCP_NODELAY, a response written in pieces (gRPC headers, then

@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
 use quiver_executor::ExecutorOptions;
 use quiver_scheduler::history::HistoryLocation;
@@ -50,12 +51,16 @@ impl EmbeddedCluster {
     /// Starts a scheduler and an executor with `slots` task slots (0: one per
     /// core) and waits until the executor has registered.
     pub async fn start(factory: SessionFactory, slots: usize) -> Result<Self, EmbeddedError> {
+        // Only this process's executor may join: another local process that
+        // finds the port cannot.
+        let secret = ClusterSecret::generate();
         let scheduler = quiver_scheduler::start(
             SchedulerOptions {
                 bind_host: "127.0.0.1".into(),
                 port: 0,
                 external_host: "127.0.0.1".into(),
                 history: HistoryLocation::Memory,
+                cluster_secret: Some(secret.clone()),
                 ..SchedulerOptions::default()
             },
             factory.clone(),
@@ -74,6 +79,7 @@ impl EmbeddedCluster {
             work_dir: Some(work_dir.path().to_owned()),
             id: Some("embedded".into()),
             shuffle_ttl: None,
+            cluster_secret: Some(secret),
             ..ExecutorOptions::default()
         };
         let executor = tokio::spawn(async move {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::config::Settings;
 use quiver_core::session::SessionFactory;
 use quiver_core::storage::LocalPaths;
@@ -26,6 +27,23 @@ pub struct LocalPathArgs {
     /// local paths are refused: scripts reach data through s3:// only.
     #[arg(long, env = "QUIVER_ALLOW_LOCAL_PATHS", value_name = "DIR", num_args = 1.., value_delimiter = ',')]
     allow_local_paths: Vec<PathBuf>,
+}
+
+/// The secret the scheduler and its executors share.
+#[derive(Debug, Args)]
+pub struct ClusterSecretArgs {
+    /// File holding the cluster secret (or set QUIVER_CLUSTER_SECRET), the
+    /// same on the scheduler and every executor: executors prove they hold
+    /// it to register and report. Without it the cluster is open to any
+    /// process that reaches the scheduler's port.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+}
+
+impl ClusterSecretArgs {
+    fn load(&self) -> anyhow::Result<Option<ClusterSecret>> {
+        ClusterSecret::load(self.cluster_secret_file.as_deref()).map_err(|e| UsageError(e.to_string()).into())
+    }
 }
 
 impl LocalPathArgs {
@@ -78,6 +96,8 @@ pub struct SchedulerArgs {
     token_file: Option<PathBuf>,
     #[command(flatten)]
     local_paths: LocalPathArgs,
+    #[command(flatten)]
+    cluster_secret: ClusterSecretArgs,
 }
 
 pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -102,6 +122,7 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
             ..JobServiceOptions::default()
         },
         token,
+        cluster_secret: args.cluster_secret.load()?,
         round_robin: true,
     };
     let handle = quiver_scheduler::start(options, factory).await?;
@@ -163,6 +184,8 @@ pub struct ExecutorArgs {
     connect_timeout: u64,
     #[command(flatten)]
     local_paths: LocalPathArgs,
+    #[command(flatten)]
+    cluster_secret: ClusterSecretArgs,
 }
 
 /// The token in `path`: an unreadable or empty file is a start-up error, not
@@ -209,6 +232,7 @@ pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Resu
         id: args.id,
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval.max(1)),
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        cluster_secret: args.cluster_secret.load()?,
         ..ExecutorOptions::default()
     };
     quiver_executor::run(options, factory).await?;

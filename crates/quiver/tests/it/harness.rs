@@ -23,6 +23,8 @@ use serde_json::Value;
 
 pub const ACCESS_KEY: &str = "quiver-test-key";
 pub const SECRET_KEY: &str = "quiver-test-secret-5f2b9c";
+/// The secret a test cluster's scheduler and executors share.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0a9e4d7c";
 
 /// The `quiver` binary under test.
 pub fn quiver_bin() -> PathBuf {
@@ -434,6 +436,7 @@ impl Cluster {
             .args(local_paths_allowed())
             .args(&options.scheduler_args)
             .env("QUIVER_LOG", "info")
+            .env(quiver_core::cluster_secret::ENV, CLUSTER_SECRET)
             .env_remove("QUIVER_SCHEDULER")
             .env_remove("QUIVER_TOKEN");
         if let Some(t) = &options.token {
@@ -447,6 +450,13 @@ impl Cluster {
 
     pub fn spawn_executor(&self, i: usize, slots: usize) -> (String, Proc) {
         let id = format!("exec-{i}-{}", free_port());
+        let mut cmd = self.executor_command(&id, slots);
+        (id.clone(), Proc::spawn(&id, &mut cmd, &self.dir))
+    }
+
+    /// The command that starts executor `id` of this cluster, with the
+    /// cluster secret in its environment.
+    pub fn executor_command(&self, id: &str, slots: usize) -> Command {
         let mut cmd = Command::new(quiver_bin());
         cmd.arg("executor")
             .args(["--scheduler", &format!("127.0.0.1:{}", self.port)])
@@ -455,17 +465,18 @@ impl Cluster {
             .args(["--grpc-port", &free_port().to_string()])
             .args(["--health-port", &free_port().to_string()])
             .args(["--slots", &slots.to_string(), "--heartbeat-interval", "1"])
-            .args(["--id", &id])
+            .args(["--id", id])
             .args(local_paths_allowed())
             .args(&self.executor_args)
             .arg("--work-dir")
-            .arg(self.dir.join(&id))
+            .arg(self.dir.join(id))
             .env("QUIVER_LOG", "info")
+            .env(quiver_core::cluster_secret::ENV, CLUSTER_SECRET)
             .env_remove("QUIVER_SCHEDULER");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        (id.clone(), Proc::spawn(&id, &mut cmd, &self.dir))
+        cmd
     }
 
     pub fn wait_http(&self) {

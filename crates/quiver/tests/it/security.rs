@@ -331,3 +331,43 @@ fn a_job_past_its_timeout_is_stopped_and_fails() {
     assert_eq!(list["jobs"][0]["state"], "failed", "{list}");
     s.cluster.submit("SELECT 1 AS one;", &[]).ok();
 }
+
+/// With a cluster secret (every test cluster has one), a process that
+/// reaches the scheduler's port but does not hold the secret cannot
+/// register as an executor, so it receives no task.
+#[test]
+fn an_executor_without_the_cluster_secret_cannot_join() {
+    let s = shared();
+    let id = format!("rogue-{}", crate::harness::free_port());
+    let mut cmd = s.cluster.executor_command(&id, 8);
+    cmd.env_remove(quiver_core::cluster_secret::ENV)
+        .args(["--connect-timeout", "5"]);
+    let mut rogue = crate::harness::Proc::spawn(&id, &mut cmd, &s.cluster.dir);
+    crate::harness::wait_for(
+        "the scheduler to refuse the rogue executor",
+        std::time::Duration::from_secs(30),
+        || {
+            s.cluster
+                .scheduler
+                .log_text()
+                .contains("does not prove it holds the cluster secret")
+        },
+    );
+    // Jobs run, and none of their tasks on the rogue.
+    let run = s.cluster.submit(
+        &format!("{}SELECT count(*) AS n FROM orders_parquet;", crate::data::ddl("lake")),
+        &[],
+    );
+    run.ok();
+    let executors = s.cluster.get_json("/api/v1/executors");
+    assert!(
+        !executors.to_string().contains(&id),
+        "the rogue executor is listed: {executors}"
+    );
+    let log = rogue.log_text();
+    assert!(
+        !log.contains("Received task") && !log.contains("launch"),
+        "the rogue received work:\n{log}"
+    );
+    rogue.kill();
+}

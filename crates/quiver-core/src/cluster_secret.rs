@@ -1,0 +1,128 @@
+//! The cluster secret: what proves a process is one of the cluster's own
+//! executors.
+//!
+//! The operator gives the scheduler and every executor the same secret
+//! (`QUIVER_CLUSTER_SECRET`, or `--cluster-secret-file`). An executor sends
+//! a proof derived from it (SHA-256 of a label and the secret, never the
+//! secret itself) with every call it makes to the scheduler, in its gRPC
+//! `user-agent` header: Ballista's executor lets Quiver shape the endpoint it
+//! dials, not add headers. The scheduler refuses executor calls (register,
+//! heartbeat, task status, poll, stop) without the proof, so a process that
+//! merely reaches the scheduler's port can neither join the cluster, receive
+//! tasks and their credentials, nor report forged results.
+//!
+//! ```
+//! use quiver_core::cluster_secret::ClusterSecret;
+//! let secret = ClusterSecret::new("a-long-shared-secret").unwrap();
+//! assert!(secret.accepts_user_agent(&format!("{} tonic/0.14", secret.user_agent())));
+//! assert!(!secret.accepts_user_agent("tonic/0.14"));
+//! assert!(!secret.user_agent().contains("a-long-shared-secret"));
+//! ```
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::ConfigError;
+
+/// The environment variable that holds the secret.
+pub const ENV: &str = "QUIVER_CLUSTER_SECRET";
+
+/// What the proof is derived with, so it differs from the secret.
+const LABEL: &[u8] = b"quiver-executor-proof\0";
+
+/// Where the proof sits in the user agent.
+const PROOF_KEY: &str = "quiver-cluster-proof=";
+
+/// The shortest secret accepted: shorter ones are guessed too easily.
+const MIN_LEN: usize = 16;
+
+/// A cluster's shared secret, kept only as the proof derived from it.
+#[derive(Clone)]
+pub struct ClusterSecret {
+    proof: String,
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(****)")
+    }
+}
+
+impl ClusterSecret {
+    /// The secret `value`; refused when shorter than 16 characters.
+    pub fn new(value: &str) -> Result<Self, ConfigError> {
+        let value = value.trim();
+        if value.len() < MIN_LEN {
+            return Err(ConfigError::InvalidValue {
+                key: ENV.into(),
+                message: format!(
+                    "the cluster secret must be at least {MIN_LEN} characters (e.g. `openssl rand -hex 32`)"
+                ),
+            });
+        }
+        crate::secret::register(value);
+        let proof: String = Sha256::new()
+            .chain_update(LABEL)
+            .chain_update(value.as_bytes())
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        crate::secret::register(&proof);
+        Ok(Self { proof })
+    }
+
+    /// A fresh random secret, for a cluster that lives in one process
+    /// (embedded mode): its executor holds it, nothing else does.
+    pub fn generate() -> Self {
+        let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        Self::new(&value).expect("64 hex characters are long enough")
+    }
+
+    /// The secret from `file` when given, else from `QUIVER_CLUSTER_SECRET`;
+    /// `None` when neither is set. An unreadable or empty file is an error.
+    pub fn load(file: Option<&Path>) -> Result<Option<Self>, ConfigError> {
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::InvalidValue {
+                key: "--cluster-secret-file".into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            return Self::new(&text).map(Some);
+        }
+        match std::env::var(ENV) {
+            Ok(v) if !v.trim().is_empty() => Self::new(&v).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The user agent an executor's calls to the scheduler carry.
+    pub fn user_agent(&self) -> String {
+        format!("quiver-executor {PROOF_KEY}{}", self.proof)
+    }
+
+    /// True when `user_agent` carries this secret's proof.
+    pub fn accepts_user_agent(&self, user_agent: &str) -> bool {
+        let presented = user_agent
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(PROOF_KEY))
+            .unwrap_or("");
+        let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+        let (a, b) = (digest(presented), digest(&self.proof));
+        a.iter().zip(&b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_secrets_are_refused_and_proofs_differ_per_secret() {
+        assert!(ClusterSecret::new("short").is_err());
+        let a = ClusterSecret::new("secret-number-one-0001").unwrap();
+        let b = ClusterSecret::new("secret-number-two-0002").unwrap();
+        assert!(!a.accepts_user_agent(&b.user_agent()));
+        assert!(!format!("{a:?}").contains(&a.proof));
+    }
+}
