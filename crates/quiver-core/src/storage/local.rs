@@ -66,13 +66,15 @@ impl LocalPaths {
         Ok(Self::Under(roots))
     }
 
-    /// True when jobs may read and write `path` (an absolute path).
+    /// True when jobs may read and write `path` (an absolute path). A path
+    /// with `..` in it is refused under a limit, whatever it would resolve to.
     pub fn allows(&self, path: &FsPath) -> bool {
         match self {
             Self::Any => true,
             Self::Under(roots) => {
                 let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-                roots.iter().any(|root| path.starts_with(root))
+                let climbs = path.components().any(|c| c == std::path::Component::ParentDir);
+                !climbs && roots.iter().any(|root| path.starts_with(root))
             }
         }
     }
@@ -283,6 +285,8 @@ mod tests {
             "{err}"
         );
         assert!(none.check_url(&Url::parse("s3://lake/x").unwrap()).is_ok());
+        let tmp = LocalPaths::under([std::env::temp_dir()]).unwrap();
+        assert!(!tmp.allows(&std::env::temp_dir().join("../etc/passwd")));
         assert!(LocalPaths::under(["/definitely/not/here"]).is_err());
     }
 }

@@ -70,12 +70,18 @@ fn secrets_a_script_sets_or_is_given_leave_no_trace() {
 #[test]
 fn local_paths_outside_the_allowed_directories_are_refused() {
     let s = shared();
+    let climbing = format!(
+        "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '{}/../etc/passwd' \
+         OPTIONS ('format.has_header' 'false', 'format.delimiter' '|');\nSELECT * FROM pw;",
+        std::env::temp_dir().display()
+    );
     for (sql, what) in [
         (
             "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd' \
              OPTIONS ('format.has_header' 'false', 'format.delimiter' '|');\nSELECT * FROM pw;",
             "read /etc/passwd",
         ),
+        (climbing.as_str(), "climb out of an allowed directory with .."),
         (
             "COPY (SELECT 1 AS x) TO '/etc/quiver-was-here.csv' STORED AS CSV;",
             "write under /etc",
