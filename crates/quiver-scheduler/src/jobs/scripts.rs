@@ -34,6 +34,22 @@ impl JobService {
             .unwrap_or_else(|| "sql-job".into());
         let source = request.source.unwrap_or(JobSource::Rest);
 
+        // Nothing is recorded before every secret the request carries is
+        // known: secret-named params, and values the statements SET.
+        secret::register_settings(request.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let statements: Vec<StatementInfo> = script
+            .statements
+            .iter()
+            .map(|s| StatementInfo::queued(s.index, s.line, secret::redact_sql(&s.sql)))
+            .collect();
+        let filled: Vec<&str> = script.statements.iter().map(|s| s.sql.as_str()).collect();
+        let sql = secret::redact(&(filled.join(";\n\n") + ";")).into_owned();
+        let params = request
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), secret::display_value(k, v).into_owned()))
+            .collect();
+
         let (detail, cancel) = {
             let mut registry = self.registry.lock();
             let (_, queued, _) = registry.counts();
@@ -46,21 +62,9 @@ impl JobService {
             }
             let id = registry.new_id();
             let mut detail = new_detail(id, name, source, JobState::Queued);
-            // Nothing is recorded before every secret the request carries is
-            // known: secret-named params, and values the statements SET.
-            secret::register_settings(request.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            detail.statements = script
-                .statements
-                .iter()
-                .map(|s| StatementInfo::queued(s.index, s.line, secret::redact_sql(&s.sql)))
-                .collect();
-            let filled: Vec<&str> = script.statements.iter().map(|s| s.sql.as_str()).collect();
-            detail.sql = Some(secret::redact(&(filled.join(";\n\n") + ";")).into_owned());
-            detail.params = request
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), secret::display_value(k, v).into_owned()))
-                .collect();
+            detail.statements = statements;
+            detail.sql = Some(sql);
+            detail.params = params;
             detail.conf = conf.redacted();
             let cancel = registry.insert_active(detail.clone());
             (detail, cancel)
