@@ -17,8 +17,11 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
+use arrow::array::{Array, ArrayRef, StringArray};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
 use parking_lot::RwLock;
 
 /// What a secret value is replaced with wherever it would be shown.
@@ -92,6 +95,25 @@ pub fn redact_sql(sql: &str) -> String {
         register(&value);
     }
     redact(sql).into_owned()
+}
+
+/// `batch` with the secrets this process knows scrubbed from its text
+/// columns: what a job's stored result and `EXPLAIN` text pass through.
+pub fn redact_batch(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut columns = batch.columns().to_vec();
+    for (i, field) in batch.schema().fields().iter().enumerate() {
+        if !matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            continue;
+        }
+        let text = arrow::compute::cast(batch.column(i), &DataType::Utf8)?;
+        let text = text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+        let scrubbed: StringArray = text.iter().map(|v| v.map(|v| redact(v).into_owned())).collect();
+        columns[i] = arrow::compute::cast(&(Arc::new(scrubbed) as ArrayRef), field.data_type())?;
+    }
+    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// Shows `value` for `key` as it may be displayed: masked when the key is secret.

@@ -5,17 +5,15 @@
 //!   column reads [`MASK`](secret::MASK) for secret settings, before anything
 //!   else in the query sees it: aliases, functions, subqueries, `COPY` and
 //!   views all read the masked column.
-//! * `EXPLAIN` text has the secrets this process knows scrubbed out, since a
-//!   plan can quote a literal a script filled in from a secret parameter.
+//!
+//! (`EXPLAIN` text, which can quote a literal filled in from a secret
+//! parameter, is scrubbed with [`secret::redact_batch`] by the runner.)
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, StringArray};
-use arrow::datatypes::DataType;
-use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, TableReference};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, cast, col, lit, when};
 
@@ -72,24 +70,6 @@ pub(super) fn mask_secret_settings(plan: LogicalPlan, state: &SessionState) -> R
         Ok(Transformed::yes(LogicalPlan::Projection(masked)))
     })
     .map(|t| t.data)
-}
-
-/// `batch` with the secrets this process knows scrubbed from its text columns.
-pub(super) fn redact_text(batch: &RecordBatch) -> Result<RecordBatch, DataFusionError> {
-    let mut columns = batch.columns().to_vec();
-    for (i, field) in batch.schema().fields().iter().enumerate() {
-        if !matches!(
-            field.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        ) {
-            continue;
-        }
-        let text = arrow::compute::cast(batch.column(i), &DataType::Utf8)?;
-        let text = text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
-        let scrubbed: StringArray = text.iter().map(|v| v.map(|v| secret::redact(v).into_owned())).collect();
-        columns[i] = arrow::compute::cast(&(Arc::new(scrubbed) as ArrayRef), field.data_type())?;
-    }
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 #[cfg(test)]

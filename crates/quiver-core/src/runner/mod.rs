@@ -29,7 +29,7 @@ use crate::ctas::parse_ctas;
 use crate::delta::sql::Outcome as DeltaOutcome;
 use crate::script::Statement;
 use crate::storage::StorageContext;
-use masking::{mask_secret_settings, redact_text};
+use masking::mask_secret_settings;
 
 /// What a statement did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +196,11 @@ impl StatementRunner {
                     Some(max) => collect_at_most(df, max).await?,
                 };
                 if explains {
-                    batches = batches.iter().map(redact_text).collect::<Result<_, _>>()?;
+                    batches = batches
+                        .iter()
+                        .map(crate::secret::redact_batch)
+                        .collect::<Result<_, _>>()
+                        .map_err(DataFusionError::from)?;
                 }
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                 let mut summary = format!("{rows} row{}", if rows == 1 { "" } else { "s" });

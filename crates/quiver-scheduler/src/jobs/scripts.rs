@@ -175,7 +175,7 @@ impl JobService {
                 Ok(Ok(out)) => {
                     let mut stored = true;
                     if out.kind == OutputKind::Rows
-                        && let Err(e) = self.history.put_result(&id, out.index, &out.schema, &out.batches).await
+                        && let Err(e) = self.store_result(&id, out.index, &out.schema, &out.batches).await
                     {
                         tracing::warn!(job = %id, "cannot store the result of statement {}: {e}", out.index);
                         stored = false;
@@ -219,6 +219,26 @@ impl JobService {
             }
         }
         self.finish(&id, JobState::Succeeded, None).await;
+    }
+
+    /// Keeps a statement's result in history, with the secrets this process
+    /// knows scrubbed from its text.
+    async fn store_result(
+        &self,
+        id: &str,
+        index: usize,
+        schema: &arrow::datatypes::SchemaRef,
+        batches: &[arrow::record_batch::RecordBatch],
+    ) -> Result<(), String> {
+        let scrubbed = batches
+            .iter()
+            .map(secret::redact_batch)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        self.history
+            .put_result(id, index, schema, &scrubbed)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// True (once) when the watchdog failed a query of statement `index` of

@@ -16,7 +16,8 @@ fn secrets_a_script_sets_or_is_given_leave_no_trace() {
          SELECT value AS v FROM information_schema.df_settings WHERE name = 's3.secret_access_key';\n\
          SELECT upper(value) AS v FROM information_schema.df_settings WHERE name LIKE '%secret%';\n\
          SELECT count(*) AS n FROM (VALUES ('${{api_token}}')) AS t(x) WHERE x <> '';\n\
-         EXPLAIN SELECT count(*) AS n FROM (VALUES ('${{api_token}}')) AS t(x) WHERE x <> '';\n"
+         EXPLAIN SELECT count(*) AS n FROM (VALUES ('${{api_token}}')) AS t(x) WHERE x <> '';\n\
+         SELECT '${{api_token}}' AS echoed;\n"
     );
     let param = format!("api_token={PARAM_SECRET}");
     let run = s.cluster.submit(
@@ -47,7 +48,7 @@ fn secrets_a_script_sets_or_is_given_leave_no_trace() {
         ),
         ("the process logs".to_owned(), s.cluster.logs()),
     ];
-    for statement in 1..=5 {
+    for statement in 1..=6 {
         let path = format!("/api/v1/jobs/{id}/result?statement={statement}");
         places.push((path.clone(), s.cluster.get(&path).text().unwrap()));
     }
