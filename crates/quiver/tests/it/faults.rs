@@ -103,13 +103,15 @@ fn executor_loss_is_seen_recovered_from_and_reported() {
     assert_eq!(cluster.result_column(&id, "n"), expected);
     // Times are reported below, not asserted; these bounds only tell a
     // recovery from a hang on a loaded machine. (The job runs again from the
-    // start when Ballista loses track of it: loss, 5 s of stall, a whole run.)
+    // start when Ballista loses track of it: loss, 5 s of stall, a whole run,
+    // up to three runs. With a release build compiling beside the suite, one
+    // recovery took 155 s after a 19 s undisturbed run; idle, 27 s.)
     assert!(
         seen <= EXECUTOR_TIMEOUT + Duration::from_secs(5),
         "the loss was seen {seen:?} after the kill"
     );
     assert!(
-        recovered <= Duration::from_secs(60) + undisturbed * 3,
+        recovered <= Duration::from_secs(60) + undisturbed * 6,
         "the job finished {recovered:?} after the kill (undisturbed: {undisturbed:?})"
     );
 
