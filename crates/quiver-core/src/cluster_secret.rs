@@ -101,6 +101,13 @@ impl ClusterSecret {
         format!("quiver-executor {PROOF_KEY}{}", self.proof)
     }
 
+    /// An endpoint override (for Ballista's clients) that makes every call
+    /// through the endpoint carry this secret's proof.
+    pub fn endpoint_override(&self) -> ballista_core::extension::EndpointOverrideFn {
+        let user_agent = self.user_agent();
+        std::sync::Arc::new(move |endpoint| Ok(endpoint.user_agent(user_agent.clone())?))
+    }
+
     /// True when `user_agent` carries this secret's proof.
     pub fn accepts_user_agent(&self, user_agent: &str) -> bool {
         let presented = user_agent

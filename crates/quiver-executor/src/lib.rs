@@ -21,6 +21,7 @@
 pub mod compact;
 pub mod dynamic_filter;
 pub mod engine;
+pub mod guard;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +32,6 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use ballista_core::config::TaskSchedulingPolicy;
-use ballista_core::extension::EndpointOverrideFn;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::health::ExecutorHealth;
 use quiver_core::cluster_secret::ClusterSecret;
@@ -43,6 +43,9 @@ pub const DEFAULT_FLIGHT_PORT: u16 = 50051;
 pub const DEFAULT_GRPC_PORT: u16 = 50052;
 /// Default port of the executor's health endpoints.
 pub const DEFAULT_HEALTH_PORT: u16 = 50053;
+
+/// Largest Flight message the executor sends or accepts (Ballista's default).
+const FLIGHT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How an executor runs.
 #[derive(Debug, Clone)]
@@ -191,12 +194,19 @@ pub fn process_config(
         memory_pool_size: options.memory_limit,
         job_data_ttl_seconds: options.shuffle_ttl.map_or(0, |t| t.as_secs()),
         job_data_clean_up_interval_seconds: if options.shuffle_ttl.is_some() { 600 } else { 0 },
-        override_config_producer: Some(factory.config_producer()),
+        override_config_producer: Some(match &options.cluster_secret {
+            Some(secret) => guard::proving_config_producer(factory.config_producer(), secret),
+            None => factory.config_producer(),
+        }),
         override_runtime_producer: Some(factory.runtime_producer(options.work_dir.clone())),
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
         override_execution_engine: Some(Arc::new(engine::QuiverExecutionEngine::new(Duration::from_secs(30)))),
-        override_create_grpc_client_endpoint: options.cluster_secret.as_ref().map(prove_cluster_secret),
+        override_create_grpc_client_endpoint: options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override),
+        override_arrow_flight_service: options
+            .cluster_secret
+            .clone()
+            .map(|secret| guard::flight_server(secret, FLIGHT_MAX_MESSAGE_BYTES)),
         health,
         ..ExecutorProcessConfig::default()
     };
@@ -204,12 +214,6 @@ pub fn process_config(
         config.executor_id = id.clone();
     }
     config
-}
-
-/// Makes every call to the scheduler carry the cluster secret's proof.
-fn prove_cluster_secret(secret: &ClusterSecret) -> EndpointOverrideFn {
-    let user_agent = secret.user_agent();
-    Arc::new(move |endpoint| Ok(endpoint.user_agent(user_agent.clone())?))
 }
 
 async fn serve_health(bind_host: &str, port: u16, health: ExecutorHealth) -> Result<(), ExecutorError> {

@@ -103,6 +103,11 @@ impl Auth {
         }
     }
 
+    /// The cluster secret executors must prove they hold, if any.
+    pub fn cluster_secret(&self) -> Option<&ClusterSecret> {
+        self.cluster.as_ref()
+    }
+
     /// True when an executor call with these headers may proceed: there is
     /// no cluster secret, or the call proves it holds it.
     fn admits_executor(&self, headers: &HeaderMap) -> bool {

@@ -47,6 +47,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use ballista_core::extension::BallistaConfigGrpcEndpoint;
 use ballista_core::flight_proxy_service::BallistaFlightProxyService;
 use ballista_core::serde::BallistaCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
@@ -332,7 +333,11 @@ fn router(app: AppState, config: &SchedulerConfig, auth: Auth) -> Router {
     let grpc = SchedulerGrpcServer::new(app.scheduler.clone())
         .max_decoding_message_size(max_decoding)
         .max_encoding_message_size(max_encoding);
-    let proxy = BallistaFlightProxyService::new(max_decoding, max_encoding, false, None);
+    // With a cluster secret, executors serve Flight only to holders of it.
+    let prove = auth
+        .cluster_secret()
+        .map(|secret| Arc::new(BallistaConfigGrpcEndpoint::new(secret.endpoint_override())));
+    let proxy = BallistaFlightProxyService::new(max_decoding, max_encoding, false, prove);
     let flight = flight::QuiverFlight::new(Arc::clone(&app.jobs), proxy, auth.clone());
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(grpc);

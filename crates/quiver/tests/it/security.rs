@@ -166,6 +166,66 @@ fn the_result_proxy_reaches_only_the_clusters_executors() {
     );
 }
 
+/// An executor's Flight port serves shuffle files and results only to its
+/// cluster (other executors, the scheduler's proxy): a client without the
+/// cluster secret's proof gets UNAUTHENTICATED and no data, while the
+/// cluster's own multi-stage queries, whose shuffles go executor to
+/// executor, still run.
+#[test]
+fn an_executors_flight_port_answers_only_its_cluster() {
+    use arrow_flight::Ticket;
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use ballista_core::serde::protobuf::action::ActionType;
+    use ballista_core::serde::protobuf::{Action, FetchPartition};
+    use prost::Message;
+
+    let s = shared();
+    let executor = s
+        .cluster
+        .executors_alive()
+        .into_iter()
+        .next()
+        .expect("an alive executor");
+    let ticket = Action {
+        settings: vec![],
+        action_type: Some(ActionType::FetchPartition(FetchPartition {
+            job_id: "job-anything".into(),
+            stage_id: 1,
+            partition_id: 0,
+            host: executor.host.clone(),
+            port: u32::from(executor.port),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let status = crate::harness::block_on(async {
+        let url = format!("http://{}:{}", executor.host, executor.port);
+        let channel = tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightServiceClient::new(channel);
+        match client.do_get(Ticket { ticket: ticket.into() }).await {
+            Ok(response) => response.into_inner().message().await.err(),
+            Err(status) => Some(status),
+        }
+    })
+    .expect("the executor answered a client without the cluster secret");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+
+    // A query whose stages shuffle between the executors still runs.
+    let run = s.cluster.submit(
+        &format!(
+            "{}SELECT c.customer_id, count(*) AS n FROM orders_csv c JOIN orders_csv d ON c.order_id = d.order_id \
+             GROUP BY c.customer_id ORDER BY n DESC, c.customer_id LIMIT 3;",
+            crate::data::ddl("lake")
+        ),
+        &["--format", "csv"],
+    );
+    run.ok();
+}
+
 /// An empty token file would leave the scheduler open while its operator
 /// believes it closed: it is a start-up error.
 #[test]
