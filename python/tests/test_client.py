@@ -94,6 +94,15 @@ def test_cancel_stops_a_running_job(cluster: Cluster) -> None:
         assert cancelled.state is JobState.CANCELLED, cancelled
 
 
+def test_a_job_past_its_timeout_fails_on_the_cluster(cluster: Cluster) -> None:
+    with client(cluster) as q, pytest.raises(JobFailed) as failed:
+        q.run(TABLES + SLOW_QUERY, name="timed-out", job_timeout=2, timeout=120)
+    assert "timed out" in str(failed.value)
+    assert failed.value.job.state is JobState.FAILED
+    with pytest.raises(ValueError):
+        client(cluster).submit("SELECT 1", job_timeout=0)
+
+
 def test_errors_say_what_failed(cluster: Cluster) -> None:
     with QuiverClient(cluster.url, "wrong-token") as q, pytest.raises(Unauthorized):
         q.jobs()

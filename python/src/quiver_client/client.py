@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -83,9 +85,17 @@ def _arrow(response: httpx.Response) -> pa.Table:
 
 
 def _submit_body(
-    sql: str, name: str | None, params: Mapping[str, Any] | None, conf: Mapping[str, Any] | None
+    sql: str,
+    name: str | None,
+    params: Mapping[str, Any] | None,
+    conf: Mapping[str, Any] | None,
+    job_timeout: float | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"sql": sql, "source": "rest"}
+    if job_timeout is not None:
+        if job_timeout <= 0:
+            raise ValueError(f"job_timeout must be positive seconds, not {job_timeout}")
+        body["timeout_secs"] = max(1, math.ceil(job_timeout))
     if name:
         body["name"] = name
     if params:
@@ -133,9 +143,13 @@ class _Base:
     # by the blocking and the async client.
     @staticmethod
     def _submit_spec(
-        sql: str, name: str | None, params: Mapping[str, Any] | None, conf: Mapping[str, Any] | None
+        sql: str,
+        name: str | None,
+        params: Mapping[str, Any] | None,
+        conf: Mapping[str, Any] | None,
+        job_timeout: float | None = None,
     ) -> tuple[str, str, dict[str, Any]]:
-        return "POST", "/api/v1/jobs", {"json": _submit_body(sql, name, params, conf)}
+        return "POST", "/api/v1/jobs", {"json": _submit_body(sql, name, params, conf, job_timeout)}
 
     @staticmethod
     def _job_spec(job_id: str) -> tuple[str, str, dict[str, Any]]:
@@ -194,11 +208,14 @@ class QuiverClient(_Base):
         name: str | None = None,
         params: Mapping[str, Any] | None = None,
         conf: Mapping[str, Any] | None = None,
+        job_timeout: float | None = None,
     ) -> Job:
         """Submits a script (statements separated by ``;``) as one job and
         returns at once. ``params`` fill its ``${name}`` placeholders; ``conf``
-        holds session settings (``s3.*``, ``datafusion.*``, ...)."""
-        method, path, kwargs = self._submit_spec(sql, name, params, conf)
+        holds session settings (``s3.*``, ``datafusion.*``, ...);
+        ``job_timeout`` is how many seconds the job may run on the cluster
+        once started, after which the scheduler stops it and it fails."""
+        method, path, kwargs = self._submit_spec(sql, name, params, conf, job_timeout)
         return Job.from_json(self._request(method, path, **kwargs).json())
 
     def job(self, job_id: str) -> Job:
@@ -237,10 +254,12 @@ class QuiverClient(_Base):
         conf: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        job_timeout: float | None = None,
     ) -> Job:
         """Submits a script and waits for it; raises :class:`JobFailed` (with
-        the job's error) unless it succeeded."""
-        job = self.submit(sql, name=name, params=params, conf=conf)
+        the job's error) unless it succeeded. ``timeout`` bounds the wait here,
+        ``job_timeout`` the job's run on the cluster (see :meth:`submit`)."""
+        job = self.submit(sql, name=name, params=params, conf=conf, job_timeout=job_timeout)
         job = self.wait(job.id, timeout=timeout, on_progress=on_progress)
         if job.state is not JobState.SUCCEEDED:
             raise _failure(job)
@@ -335,9 +354,10 @@ class AsyncQuiverClient(_Base):
         name: str | None = None,
         params: Mapping[str, Any] | None = None,
         conf: Mapping[str, Any] | None = None,
+        job_timeout: float | None = None,
     ) -> Job:
         """See :meth:`QuiverClient.submit`."""
-        method, path, kwargs = self._submit_spec(sql, name, params, conf)
+        method, path, kwargs = self._submit_spec(sql, name, params, conf, job_timeout)
         return Job.from_json((await self._request(method, path, **kwargs)).json())
 
     async def job(self, job_id: str) -> Job:

@@ -83,7 +83,10 @@ class QuiverSQLOperator(BaseOperator):
         hook = QuiverHook(self.quiver_conn_id)
         name = self.job_name or f"{self.dag_id}.{self.task_id}"
         with hook.get_conn() as client:
-            job = client.submit(self.sql, name=name, params=self.sql_params, conf=self.conf)
+            # The job never outlives its task: Airflow's execution_timeout
+            # becomes the job's own timeout on the cluster.
+            timeout = self.execution_timeout.total_seconds() if self.execution_timeout else None
+            job = client.submit(self.sql, name=name, params=self.sql_params, conf=self.conf, job_timeout=timeout)
             self.job_id = job.id
             url = hook.job_url(job.id)
             context["ti"].xcom_push(key=JOB_ID_KEY, value=job.id)
