@@ -122,41 +122,12 @@ fn local_paths_outside_the_allowed_directories_are_refused() {
 /// connection is made to it.
 #[test]
 fn the_result_proxy_reaches_only_the_clusters_executors() {
-    use arrow_flight::Ticket;
-    use arrow_flight::flight_service_client::FlightServiceClient;
-    use ballista_core::serde::protobuf::action::ActionType;
-    use ballista_core::serde::protobuf::{Action, FetchPartition};
-    use prost::Message;
-
     let s = shared();
     // Where the ticket points: a port on this machine that counts connections.
     let bait = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     bait.set_nonblocking(true).unwrap();
-    let ticket = Action {
-        settings: vec![],
-        action_type: Some(ActionType::FetchPartition(FetchPartition {
-            job_id: "job-anything".into(),
-            stage_id: 1,
-            partition_id: 0,
-            host: "127.0.0.1".into(),
-            port: u32::from(bait.local_addr().unwrap().port()),
-            ..Default::default()
-        })),
-    }
-    .encode_to_vec();
-    let status = crate::harness::block_on(async {
-        let channel = tonic::transport::Channel::from_shared(s.cluster.url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightServiceClient::new(channel);
-        match client.do_get(Ticket { ticket: ticket.into() }).await {
-            Ok(response) => response.into_inner().message().await.err(),
-            Err(status) => Some(status),
-        }
-    })
-    .expect("the proxy fetched from a host that is not an executor");
+    let status = fetch_partition(&s.cluster.url, "127.0.0.1", bait.local_addr().unwrap().port())
+        .expect("the proxy fetched from a host that is not an executor");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
     assert!(status.message().contains("not an executor of this cluster"), "{status}");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -173,12 +144,6 @@ fn the_result_proxy_reaches_only_the_clusters_executors() {
 /// executor, still run.
 #[test]
 fn an_executors_flight_port_answers_only_its_cluster() {
-    use arrow_flight::Ticket;
-    use arrow_flight::flight_service_client::FlightServiceClient;
-    use ballista_core::serde::protobuf::action::ActionType;
-    use ballista_core::serde::protobuf::{Action, FetchPartition};
-    use prost::Message;
-
     let s = shared();
     let executor = s
         .cluster
@@ -186,32 +151,9 @@ fn an_executors_flight_port_answers_only_its_cluster() {
         .into_iter()
         .next()
         .expect("an alive executor");
-    let ticket = Action {
-        settings: vec![],
-        action_type: Some(ActionType::FetchPartition(FetchPartition {
-            job_id: "job-anything".into(),
-            stage_id: 1,
-            partition_id: 0,
-            host: executor.host.clone(),
-            port: u32::from(executor.port),
-            ..Default::default()
-        })),
-    }
-    .encode_to_vec();
-    let status = crate::harness::block_on(async {
-        let url = format!("http://{}:{}", executor.host, executor.port);
-        let channel = tonic::transport::Channel::from_shared(url)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightServiceClient::new(channel);
-        match client.do_get(Ticket { ticket: ticket.into() }).await {
-            Ok(response) => response.into_inner().message().await.err(),
-            Err(status) => Some(status),
-        }
-    })
-    .expect("the executor answered a client without the cluster secret");
+    let url = format!("http://{}:{}", executor.host, executor.port);
+    let status = fetch_partition(&url, &executor.host, executor.port)
+        .expect("the executor answered a client without the cluster secret");
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
 
     // A query whose stages shuffle between the executors still runs.
@@ -437,4 +379,40 @@ fn an_executor_without_the_cluster_secret_cannot_join() {
         "the rogue received work:\n{log}"
     );
     rogue.kill();
+}
+
+/// Asks the Flight service at `url` for a partition said to be on
+/// `host:port`, as a client without the cluster secret; the error it got,
+/// or `None` when it was answered.
+fn fetch_partition(url: &str, host: &str, port: u16) -> Option<tonic::Status> {
+    use arrow_flight::Ticket;
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use ballista_core::serde::protobuf::action::ActionType;
+    use ballista_core::serde::protobuf::{Action, FetchPartition};
+    use prost::Message;
+
+    let ticket = Action {
+        settings: vec![],
+        action_type: Some(ActionType::FetchPartition(FetchPartition {
+            job_id: "job-anything".into(),
+            stage_id: 1,
+            partition_id: 0,
+            host: host.into(),
+            port: u32::from(port),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    crate::harness::block_on(async {
+        let channel = tonic::transport::Channel::from_shared(url.to_owned())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightServiceClient::new(channel);
+        match client.do_get(Ticket { ticket: ticket.into() }).await {
+            Ok(response) => response.into_inner().message().await.err(),
+            Err(status) => Some(status),
+        }
+    })
 }
