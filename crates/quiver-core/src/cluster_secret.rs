@@ -21,9 +21,8 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::config::ConfigError;
+use crate::secret::Digest;
 
 /// The environment variable that holds the secret.
 pub const ENV: &str = "QUIVER_CLUSTER_SECRET";
@@ -41,6 +40,8 @@ const MIN_LEN: usize = 16;
 #[derive(Clone)]
 pub struct ClusterSecret {
     proof: String,
+    /// The proof's digest, what presented proofs are compared with.
+    proof_digest: Digest,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -62,15 +63,10 @@ impl ClusterSecret {
             });
         }
         crate::secret::register(value);
-        let proof: String = Sha256::new()
-            .chain_update(LABEL)
-            .chain_update(value.as_bytes())
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let proof = Digest::of(&[LABEL, value.as_bytes()]).hex();
         crate::secret::register(&proof);
-        Ok(Self { proof })
+        let proof_digest = Digest::of(&[proof.as_bytes()]);
+        Ok(Self { proof, proof_digest })
     }
 
     /// A fresh random secret, for a cluster that lives in one process
@@ -114,9 +110,7 @@ impl ClusterSecret {
             .split_whitespace()
             .find_map(|word| word.strip_prefix(PROOF_KEY))
             .unwrap_or("");
-        let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
-        let (a, b) = (digest(presented), digest(&self.proof));
-        a.iter().zip(&b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        self.proof_digest.matches(&Digest::of(&[presented.as_bytes()]))
     }
 }
 

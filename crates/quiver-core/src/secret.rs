@@ -67,6 +67,49 @@ pub fn register_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a st
     }
 }
 
+/// The SHA-256 digest of a credential: what Quiver keeps and compares
+/// instead of the credential itself. Digests are compared in constant time,
+/// and two digests are the same length whatever they were made from, so a
+/// comparison leaks neither the credential's bytes nor its length.
+///
+/// ```
+/// use quiver_core::secret::Digest;
+/// let kept = Digest::of(&[b"a-token"]);
+/// assert!(kept.matches(&Digest::of(&[b"a-token"])));
+/// assert!(!kept.matches(&Digest::of(&[b"a-tokem"])));
+/// assert_eq!(kept.hex().len(), 64);
+/// ```
+#[derive(Clone, Copy)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `parts`, one after the other.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        Self(hasher.finalize().into())
+    }
+
+    /// True when both are the digest of the same bytes (constant time).
+    pub fn matches(&self, other: &Digest) -> bool {
+        self.0.iter().zip(&other.0).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// Lowercase hexadecimal, for a value derived from a secret.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Digest(****)")
+    }
+}
+
 /// Replaces every registered secret value in `text` with [`MASK`].
 pub fn redact(text: &str) -> Cow<'_, str> {
     let known = KNOWN.read();

@@ -25,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use quiver_core::api::ErrorBody;
 use quiver_core::cluster_secret::ClusterSecret;
-use sha2::{Digest, Sha256};
+use quiver_core::secret::Digest;
 
 /// Name of the cookie the UI login sets.
 pub const COOKIE: &str = "quiver_token";
@@ -36,28 +36,14 @@ pub const SESSION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(
 /// What the UI cookie's value is derived with, so it differs from the token.
 const SESSION_LABEL: &[u8] = b"quiver-ui-session\0";
 
-type Digest32 = [u8; 32];
-
-fn digest(parts: &[&[u8]]) -> Digest32 {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part);
-    }
-    hasher.finalize().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The configured token, kept only as digests, and the cluster secret
 /// executors prove they hold.
 #[derive(Clone, Default)]
 pub struct Auth {
     /// SHA-256 of the token.
-    token: Option<Digest32>,
+    token: Option<Digest>,
     /// The UI cookie's value (derived from the token) and its SHA-256.
-    session: Option<(String, Digest32)>,
+    session: Option<(String, Digest)>,
     /// What executor calls must carry.
     cluster: Option<ClusterSecret>,
 }
@@ -85,11 +71,11 @@ impl Auth {
             return Self::default();
         };
         quiver_core::secret::register(&token);
-        let session = hex(&digest(&[SESSION_LABEL, token.as_bytes()]));
+        let session = Digest::of(&[SESSION_LABEL, token.as_bytes()]).hex();
         quiver_core::secret::register(&session);
-        let session_digest = digest(&[session.as_bytes()]);
+        let session_digest = Digest::of(&[session.as_bytes()]);
         Self {
-            token: Some(digest(&[token.as_bytes()])),
+            token: Some(Digest::of(&[token.as_bytes()])),
             session: Some((session, session_digest)),
             cluster: None,
         }
@@ -129,7 +115,7 @@ impl Auth {
     pub fn accepts(&self, candidate: Option<&str>) -> bool {
         match (&self.token, candidate) {
             (None, _) => true,
-            (Some(t), Some(c)) => constant_time_eq(t, &digest(&[c.as_bytes()])),
+            (Some(t), Some(c)) => t.matches(&Digest::of(&[c.as_bytes()])),
             (Some(_), None) => false,
         }
     }
@@ -140,7 +126,7 @@ impl Auth {
         match (&self.token, &self.session, presented) {
             (None, _, _) => true,
             (Some(_), _, Some(Presented::Bearer(t))) => self.accepts(Some(t)),
-            (Some(_), Some((_, s)), Some(Presented::Cookie(c))) => constant_time_eq(s, &digest(&[c.as_bytes()])),
+            (Some(_), Some((_, s)), Some(Presented::Cookie(c))) => s.matches(&Digest::of(&[c.as_bytes()])),
             _ => false,
         }
     }
@@ -175,10 +161,6 @@ impl Auth {
             .find(|(k, _)| *k == COOKIE)
             .map(|(_, v)| Presented::Cookie(v.to_owned()))
     }
-}
-
-fn constant_time_eq(a: &Digest32, b: &Digest32) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// gRPC methods executors call: they carry no token, but the cluster

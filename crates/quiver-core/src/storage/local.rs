@@ -97,8 +97,10 @@ impl LocalPaths {
             Self::Any => Arc::new(LocalFileSystem::new()),
             Self::Under(roots) => Arc::new(RootedLocal {
                 inner: LocalFileSystem::new(),
-                policy: self.clone(),
-                roots: roots.iter().filter_map(|r| Path::from_absolute_path(r).ok()).collect(),
+                limit: Arc::new(Limit {
+                    policy: self.clone(),
+                    roots: roots.iter().filter_map(|r| Path::from_absolute_path(r).ok()).collect(),
+                }),
             }),
         }
     }
@@ -122,18 +124,18 @@ impl LocalPaths {
 #[derive(Debug)]
 struct RootedLocal {
     inner: LocalFileSystem,
+    limit: Arc<Limit>,
+}
+
+/// A policy's directories, as object store paths (`data/lake` for
+/// `/data/lake`), and the policy for its refusals.
+#[derive(Debug)]
+struct Limit {
     policy: LocalPaths,
-    /// The directories, as object store paths (`data/lake` for `/data/lake`).
     roots: Vec<Path>,
 }
 
-impl fmt::Display for RootedLocal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LocalFileSystem(limited to {} directories)", self.roots.len())
-    }
-}
-
-impl RootedLocal {
+impl Limit {
     fn check(&self, location: &Path) -> object_store::Result<()> {
         if self.roots.iter().any(|root| location.prefix_matches(root)) {
             return Ok(());
@@ -142,6 +144,18 @@ impl RootedLocal {
             path: format!("/{location}"),
             source: self.policy.refusal(&format!("/{location}")).into(),
         })
+    }
+}
+
+impl fmt::Display for RootedLocal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalFileSystem(limited to {} directories)", self.limit.roots.len())
+    }
+}
+
+impl RootedLocal {
+    fn check(&self, location: &Path) -> object_store::Result<()> {
+        self.limit.check(location)
     }
 
     fn check_prefix(&self, prefix: Option<&Path>) -> object_store::Result<()> {
@@ -186,18 +200,10 @@ impl ObjectStore for RootedLocal {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let roots = self.roots.clone();
-        let policy = self.policy.clone();
+        let limit = Arc::clone(&self.limit);
         let checked = locations.map(move |location| {
             let location = location?;
-            if roots.iter().any(|root| location.prefix_matches(root)) {
-                Ok(location)
-            } else {
-                Err(object_store::Error::PermissionDenied {
-                    path: format!("/{location}"),
-                    source: policy.refusal(&format!("/{location}")).into(),
-                })
-            }
+            limit.check(&location).map(|()| location)
         });
         self.inner.delete_stream(checked.boxed())
     }

@@ -64,31 +64,28 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     write_table(&csv);
     let wait = std::time::Duration::from_secs(600);
 
-    // A full sort of every row (a window over the whole table).
-    let id = cluster.submit_rest(
-        &script(
-            &csv,
+    // A full sort of every row (a window over the whole table), and a group
+    // per row: each spills and answers one value per row of the table.
+    for (name, sql, column, operator) in [
+        (
+            "sort",
             "SELECT max(rn) AS m FROM (SELECT row_number() OVER (ORDER BY s) AS rn FROM t);",
+            "m",
+            "SortExec",
         ),
-        "sort",
-    );
-    let job = cluster.wait_job(&id, wait);
-    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(cluster.result_column(&id, "m")[0], ROWS);
-    assert!(spills(&job, "SortExec") > 0, "the sort did not spill");
-
-    // A group per row.
-    let id = cluster.submit_rest(
-        &script(
-            &csv,
+        (
+            "aggregate",
             "SELECT count(*) AS groups FROM (SELECT s, count(*) AS c FROM t GROUP BY s);",
+            "groups",
+            "AggregateExec",
         ),
-        "aggregate",
-    );
-    let job = cluster.wait_job(&id, wait);
-    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-    assert_eq!(cluster.result_column(&id, "groups")[0], ROWS);
-    assert!(spills(&job, "AggregateExec") > 0, "the aggregation did not spill");
+    ] {
+        let id = cluster.submit_rest(&script(&csv, sql), name);
+        let job = cluster.wait_job(&id, wait);
+        assert_eq!(job.summary.state, JobState::Succeeded, "{name}: {:?}", job.summary);
+        assert_eq!(cluster.result_column(&id, column)[0], ROWS, "{name}");
+        assert!(spills(&job, operator) > 0, "the {name} did not spill");
+    }
 
     // A join whose build side cannot fit: a clear failure, not a crash.
     let id = cluster.submit_rest(
