@@ -3,8 +3,10 @@
 //! Ballista serializes plans with datafusion-proto, which knows DataFusion's
 //! built-in tables and operators. [`QuiverLogicalCodec`] adds Quiver's tables
 //! (the [`GlobTable`], a file listing narrowed by a pattern, and the Delta
-//! [`DeltaTable`]); [`QuiverPhysicalCodec`] adds its operators (the Delta
-//! write and commit). Both wrap Ballista's codecs and pass everything else
+//! [`DeltaTable`]) and DataFusion's in-memory [`MemTable`], whose rows travel
+//! inside the plan as Spark's `LocalRelation` does (up to
+//! [`MAX_MEMORY_TABLE_BYTES`]); [`QuiverPhysicalCodec`] adds its operators
+//! (the Delta write and commit). Both wrap Ballista's codecs and pass everything else
 //! through unchanged. Every role must use the same codecs;
 //! [`crate::session::SessionFactory`] hands them out.
 //!
@@ -18,6 +20,7 @@ use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtens
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::common::{DataFusionError, Result, TableReference};
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::execution::TaskContext;
@@ -39,6 +42,18 @@ const KIND_GLOB_TABLE: u8 = 1;
 const KIND_DELTA_TABLE: u8 = 2;
 const KIND_DELTA_WRITE: u8 = 3;
 const KIND_DELTA_COMMIT: u8 = 4;
+const KIND_MEMORY_TABLE: u8 = 5;
+
+/// The largest in-memory table (`CREATE TABLE t AS VALUES ...`, a table
+/// registered from batches) a plan may carry to the cluster, in Arrow IPC
+/// bytes. Larger ones are refused with a message to write them to storage.
+pub const MAX_MEMORY_TABLE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct MemoryHeader {
+    /// Batches in each partition, in order; the batches follow as one IPC stream.
+    partitions: Vec<usize>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct DeltaHeader {
@@ -130,6 +145,59 @@ impl QuiverLogicalCodec {
     }
 }
 
+/// A memory table's partitions as one Arrow IPC stream after a header.
+fn encode_memory(table_ref: &TableReference, table: &MemTable, buf: &mut Vec<u8>) -> Result<()> {
+    let schema = table.schema();
+    let mut partitions = Vec::with_capacity(table.batches.len());
+    let mut ipc = Vec::new();
+    {
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &schema)?;
+        for partition in &table.batches {
+            let batches = partition.try_read().map_err(|_| {
+                DataFusionError::Execution(format!(
+                    "the in-memory table {table_ref} is being written to; run the query again when the write is done"
+                ))
+            })?;
+            partitions.push(batches.len());
+            for batch in batches.iter() {
+                writer.write(batch)?;
+            }
+        }
+        writer.finish()?;
+    }
+    if ipc.len() > MAX_MEMORY_TABLE_BYTES {
+        return Err(DataFusionError::Plan(format!(
+            "the in-memory table {table_ref} holds {} MiB, more than the {} MiB a query may carry to the \
+             cluster; write it to storage instead (CREATE TABLE ... LOCATION 's3://...' AS SELECT ...)",
+            ipc.len() >> 20,
+            MAX_MEMORY_TABLE_BYTES >> 20
+        )));
+    }
+    frame(KIND_MEMORY_TABLE, &MemoryHeader { partitions }, &ipc, buf)
+}
+
+fn decode_memory(body: &[u8]) -> Result<Arc<dyn TableProvider>> {
+    const WHAT: &str = "an in-memory table";
+    let (header, rest): (MemoryHeader, _) = unframe(body, WHAT)?;
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(rest), None).map_err(|e| codec_err(WHAT, e))?;
+    let schema = reader.schema();
+    let mut batches = reader.into_iter();
+    let mut partitions = Vec::with_capacity(header.partitions.len());
+    for count in header.partitions {
+        let partition = batches
+            .by_ref()
+            .take(count)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| codec_err(WHAT, e))?;
+        if partition.len() != count {
+            return Err(codec_err(WHAT, "fewer batches than its header says"));
+        }
+        partitions.push(partition);
+    }
+    Ok(Arc::new(MemTable::try_new(schema, partitions)?))
+}
+
 impl LogicalExtensionCodec for QuiverLogicalCodec {
     fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
         self.inner.try_decode(buf, inputs, ctx)
@@ -149,6 +217,7 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
         if let Some(rest) = buf.strip_prefix(MAGIC.as_slice()) {
             return match rest.split_first() {
                 Some((&KIND_GLOB_TABLE, body)) => self.decode_glob(body, ctx),
+                Some((&KIND_MEMORY_TABLE, body)) => decode_memory(body),
                 Some((&KIND_DELTA_TABLE, body)) => {
                     let (h, rest): (DeltaHeader, _) = unframe(body, "a Delta table")?;
                     let url = url::Url::parse(&h.url).map_err(|e| codec_err("a Delta table", e))?;
@@ -178,6 +247,9 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
     ) -> Result<()> {
         if let Some(glob) = node.downcast_ref::<GlobTable>() {
             return self.encode_glob(table_ref, glob, buf);
+        }
+        if let Some(memory) = node.downcast_ref::<MemTable>() {
+            return encode_memory(table_ref, memory, buf);
         }
         if let Some(delta) = node.downcast_ref::<DeltaTable>() {
             let header = DeltaHeader {
@@ -386,5 +458,48 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(text.contains("| 3 "), "the pattern must still exclude skip.csv: {text}");
+    }
+
+    /// Encodes `sql`'s plan in one session and runs it in another, as a
+    /// client and the cluster do.
+    async fn round_trip(ctx: &SessionContext, sql: &str) -> Result<String> {
+        let plan = ctx.sql(sql).await?.into_unoptimized_plan();
+        let codec = QuiverLogicalCodec::default();
+        let bytes = LogicalPlanNode::try_from_logical_plan(&plan, &codec)?.encode_to_vec();
+        let other = SessionContext::new();
+        let decoded = LogicalPlanNode::decode(bytes.as_slice())
+            .unwrap()
+            .try_into_logical_plan(&other.task_ctx(), &codec)?;
+        let batches = other.execute_logical_plan(decoded).await?.collect().await?;
+        Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+    }
+
+    #[tokio::test]
+    async fn memory_tables_travel_inside_the_plan() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (3, NULL)")
+            .await
+            .unwrap();
+        let text = round_trip(
+            &ctx,
+            "SELECT count(*) AS n, max(column1) AS m, count(column2) AS c FROM t",
+        )
+        .await
+        .unwrap();
+        assert!(text.contains("| 3 | 3 | 2 |"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn memory_tables_too_big_for_a_plan_are_refused_with_advice() {
+        let ctx = SessionContext::new();
+        let rows = MAX_MEMORY_TABLE_BYTES / 8 + 1;
+        let values = arrow::array::Int64Array::from_iter_values(0..rows as i64);
+        let batch = arrow::record_batch::RecordBatch::try_from_iter([("x", Arc::new(values) as _)]).unwrap();
+        ctx.register_batch("big", batch).unwrap();
+        let err = round_trip(&ctx, "SELECT count(*) FROM big")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in-memory table big") && err.contains("LOCATION"), "{err}");
     }
 }

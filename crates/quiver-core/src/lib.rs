@@ -11,7 +11,10 @@
 //! * [`session`]: building DataFusion sessions, with Quiver's options and codecs;
 //! * [`options`]: the `quiver.*` session options, and typed settings declared once;
 //! * [`delta`]: Delta Lake tables read and written by the cluster;
+//! * [`client_planner`] and [`conform`]: how a client plans a query for the cluster, and rows that crossed Arrow Flight given back their declared types;
 //! * [`tables`] and [`codec`]: Quiver's table types and how plans carry them across processes;
+//! * [`optimizer`] and [`memory_limit`]: the logical rules Quiver adds to the engine's;
+//! * [`optimizer`] and [`memory_limit`]: the logical rules Quiver adds to the engine's;
 //! * [`script`], [`ctas`] and [`runner`]: turning SQL scripts into statements and running them;
 //! * [`messages`]: engine errors as messages a person can act on;
 //! * [`output`]: printing results as tables, CSV or JSON;
@@ -36,12 +39,15 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod client_planner;
 pub mod cluster_secret;
 pub mod codec;
 pub mod config;
+pub mod conform;
 pub mod ctas;
 pub mod delta;
 pub mod logging;
+pub mod memory_limit;
 pub mod messages;
 pub mod optimizer;
 pub mod options;

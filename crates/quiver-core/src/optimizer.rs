@@ -49,6 +49,7 @@ pub fn rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Arc::new(PushSemiJoinBelowJoins),
         Arc::new(JoinFilteredDimensionsFirst),
         Arc::new(SemiJoinReduction),
+        Arc::new(crate::memory_limit::LimitInMemoryData),
     ]
 }
 

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
@@ -41,6 +42,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
 use crate::api::JobSource;
+use crate::client_planner::ClientQueryPlanner;
 use crate::config::{ConfigError, Settings};
 use crate::optimizer;
 use crate::options::QuiverOptions;
@@ -61,7 +63,23 @@ use crate::storage::{LocalPaths, QuiverObjectStoreRegistry, S3Options, StorageCo
 ///   side instead of broadcast. 4 million rows, with the byte cap kept,
 ///   broadcasts those sides; higher limits gained nothing more and
 ///   broadcast larger sides (the A/B is in `benches/README.md`).
-pub const ENGINE_DEFAULTS: &[(&str, &str)] = &[("ballista.optimizer.broadcast_join_threshold_rows", "4000000")];
+///
+/// Two more give a Spark SQL user Spark's answer where DataFusion's differs
+/// silently (`tests/slt/spark_habits.slt`; the README lists the rest):
+///
+/// * `datafusion.sql_parser.enable_subquery_sort_elimination`: DataFusion
+///   drops the `ORDER BY` of a subquery, so `SELECT * FROM (SELECT ... ORDER
+///   BY x DESC) LIMIT 10` returns ten arbitrary rows; Spark, PostgreSQL and
+///   DuckDB return the top ten. Off, the sort is kept and the limit above
+///   turns it into a top-N.
+/// * `datafusion.sql_parser.default_null_ordering`: Spark sorts NULLs first
+///   in ascending and last in descending order (`nulls_min`); DataFusion
+///   the other way round (`nulls_max`, PostgreSQL's rule).
+pub const ENGINE_DEFAULTS: &[(&str, &str)] = &[
+    ("ballista.optimizer.broadcast_join_threshold_rows", "4000000"),
+    ("datafusion.sql_parser.enable_subquery_sort_elimination", "false"),
+    ("datafusion.sql_parser.default_null_ordering", "nulls_min"),
+];
 
 /// The scheduler's session builder type (Ballista's `SessionBuilder`).
 pub type SessionBuilder = Arc<dyn Fn(SessionConfig) -> Result<SessionState> + Send + Sync>;
@@ -149,6 +167,19 @@ impl SessionFactory {
     /// The physical plan codec every role must share.
     pub fn physical_codec(&self) -> Arc<dyn PhysicalExtensionCodec> {
         Arc::clone(&self.physical_codec)
+    }
+
+    /// The functions an executor resolves plans with: every function a
+    /// Quiver session plans with. Ballista's own registry lacks DataFusion's
+    /// nested (array, map, struct) functions, so a plan calling
+    /// `array_sort` or `make_array` could not be decoded on an executor.
+    pub fn function_registry(&self) -> Arc<BallistaFunctionRegistry> {
+        let state = SessionStateBuilder::new().with_default_features().build();
+        let mut registry = BallistaFunctionRegistry::default();
+        registry.scalar_functions.extend(state.scalar_functions().clone());
+        registry.aggregate_functions.extend(state.aggregate_functions().clone());
+        registry.window_functions.extend(state.window_functions().clone());
+        Arc::new(registry)
     }
 
     /// A session config with Quiver's extensions, codecs and this process's defaults.
@@ -308,7 +339,13 @@ impl SessionFactory {
                 .map_err(SessionError::Engine)?;
         }
         let scheduler_url = scheduler_url.to_owned();
-        self.context(config, settings, move |state| state.upgrade_for_ballista(scheduler_url))
+        self.context(config, settings, move |state| {
+            let state = state.upgrade_for_ballista(scheduler_url)?;
+            let planner = Arc::new(ClientQueryPlanner::new(Arc::clone(state.query_planner())));
+            Ok(SessionStateBuilder::new_from_existing(state)
+                .with_query_planner(planner)
+                .build())
+        })
     }
 
     /// A single-process DataFusion session (no cluster), with the same storage.
@@ -439,6 +476,17 @@ mod tests {
 
     fn value_of(config: &SessionConfig, key: &str) -> Option<String> {
         config.options().entries().into_iter().find(|e| e.key == key)?.value
+    }
+
+    #[test]
+    fn executors_know_every_function_a_session_plans_with() {
+        let factory = SessionFactory::new(&Settings::new()).unwrap();
+        let registry = factory.function_registry();
+        for name in ["array_sort", "make_array", "named_struct", "abs", "date_trunc"] {
+            assert!(registry.scalar_functions.contains_key(name), "{name} is missing");
+        }
+        assert!(registry.aggregate_functions.contains_key("array_agg"));
+        assert!(registry.window_functions.contains_key("row_number"));
     }
 
     #[test]

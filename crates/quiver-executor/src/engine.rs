@@ -12,6 +12,11 @@
 //! probe side) arrive with producer and consumer cut apart;
 //! [`relink_dynamic_filters`] joins them again.
 //!
+//! Shuffle partitions read from other executors arrive over Arrow Flight
+//! with their dictionaries hydrated (a partition column's
+//! `Dictionary(UInt16, Utf8)` as `Utf8`); [`conform_shuffle_reads`] gives
+//! them their declared types back ([`quiver_core::conform`]).
+//!
 //! [`compact_shuffle_input`] puts a [`CompactExec`] under the stage's
 //! shuffle writer, so string views do not drag whole Parquet pages into
 //! shuffle files and slices of large arrays do not make the sort shuffle
@@ -24,8 +29,8 @@ use std::time::{Duration, Instant};
 use ballista_core::JobId;
 use ballista_core::client::BallistaClient;
 use ballista_core::client_pool::{BallistaClientPool, PooledClient};
-use ballista_core::execution_plans::ShuffleWriterExec;
 use ballista_core::execution_plans::sort_shuffle::SortShuffleWriterExec;
+use ballista_core::execution_plans::{ShuffleReaderExec, ShuffleWriterExec};
 use ballista_core::extension::BallistaConfigGrpcEndpoint;
 use ballista_core::utils::GrpcClientConfig;
 use ballista_executor::execution_engine::{DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor};
@@ -36,6 +41,7 @@ use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilde
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::prelude::SessionConfig;
+use quiver_core::conform::{ConformExec, has_dictionary};
 
 use crate::compact::CompactExec;
 use crate::dynamic_filter::relink_dynamic_filters;
@@ -143,7 +149,9 @@ impl ExecutionEngine for QuiverExecutionEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
-        let plan = compact_shuffle_input(relink_dynamic_filters(restore_compression(plan)?)?)?;
+        let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(restore_compression(
+            plan,
+        )?)?)?)?;
         self.inner.create_query_stage_exec(
             job_id,
             stage_id,
@@ -154,6 +162,25 @@ impl ExecutionEngine for QuiverExecutionEngine {
             config,
         )
     }
+}
+
+/// Puts a [`ConformExec`] above every shuffle reader whose rows hold a
+/// dictionary, which Flight delivers hydrated.
+///
+/// A sort's range shuffle reader merges what it fetches (always over
+/// Flight) before anything above it sees a row, so it cannot be helped from
+/// outside: a dictionary column there still fails. Quiver's own tables keep
+/// dictionaries out of partition columns ([`quiver_core::tables`]).
+pub fn conform_shuffle_reads(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.downcast_ref::<ShuffleReaderExec>().is_some() && has_dictionary(&node.schema()) {
+            return Ok(Transformed::yes(
+                Arc::new(ConformExec::new(node)) as Arc<dyn ExecutionPlan>
+            ));
+        }
+        Ok(Transformed::no(node))
+    })
+    .map(|t| t.data)
 }
 
 /// `stage` (a shuffle writer over its input) with a [`CompactExec`]

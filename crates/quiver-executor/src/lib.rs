@@ -201,6 +201,7 @@ pub fn process_config(
         override_runtime_producer: Some(factory.runtime_producer(options.work_dir.clone())),
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
+        override_function_registry: Some(factory.function_registry()),
         override_execution_engine: Some(Arc::new(engine::QuiverExecutionEngine::new(Duration::from_secs(30)))),
         override_create_grpc_client_endpoint: options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override),
         override_arrow_flight_service: options
