@@ -10,11 +10,18 @@
 //!
 //! Note: as in DataFusion, directory segments of the form `key=value` are
 //! partitions, not pattern targets; filter on the partition column instead.
+//!
+//! Partition columns found in the directory names (no declared schema) are
+//! plain strings, as in Spark. DataFusion makes them dictionaries
+//! (`Dictionary(UInt16, Utf8)`), which Ballista's executors send to each
+//! other hydrated to plain strings when a sort's range shuffle reads them,
+//! and a `GROUP BY month ORDER BY month` then failed on a cluster with
+//! `RowConverter column schema mismatch` ([`plain_partition_columns`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{Result, plan_err};
@@ -147,7 +154,7 @@ pub struct QuiverTableFactory {
 impl TableProviderFactory for QuiverTableFactory {
     async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
         if !cmd.locations.iter().any(|l| split_glob(l).is_some()) {
-            return self.listing.create(state, cmd).await;
+            return plain_partition_columns(self.listing.create(state, cmd).await?);
         }
         // Let DataFusion set the table up over the patterns' base directories
         // (format, options, schema), then narrow it to the patterns.
@@ -160,12 +167,39 @@ impl TableProviderFactory for QuiverTableFactory {
         }
         let mut base_cmd = cmd.clone();
         base_cmd.locations = bases;
-        let template = self.listing.create(state, &base_cmd).await?;
+        let template = plain_partition_columns(self.listing.create(state, &base_cmd).await?)?;
         let Some(listing) = template.downcast_ref::<ListingTable>() else {
             return Ok(template);
         };
         Ok(Arc::new(GlobTable::new(listing, cmd.locations.clone())?))
     }
+}
+
+/// `table` with its dictionary-typed partition columns (those DataFusion
+/// infers from `key=value` directories) as plain strings; other tables as
+/// they are. See the [module docs](self).
+pub fn plain_partition_columns(table: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+    let Some(listing) = table.downcast_ref::<ListingTable>() else {
+        return Ok(table);
+    };
+    let partitions = &listing.options().table_partition_cols;
+    if !partitions.iter().any(|(_, t)| matches!(t, DataType::Dictionary(_, _))) {
+        return Ok(table);
+    }
+    let plain = partitions
+        .iter()
+        .map(|(name, t)| match t {
+            DataType::Dictionary(_, value) => (name.clone(), value.as_ref().clone()),
+            other => (name.clone(), other.clone()),
+        })
+        .collect();
+    let options = listing.options().clone().with_table_partition_cols(plain);
+    let config = ListingTableConfig::new_with_multi_paths(listing.table_paths().clone())
+        .with_listing_options(options)
+        .with_schema(file_schema(listing));
+    Ok(Arc::new(
+        ListingTable::try_new(config)?.with_definition(listing.get_table_definition().map(str::to_owned)),
+    ))
 }
 
 /// Installs Quiver's table factories: files (every format the session knows) and Delta.
