@@ -10,13 +10,20 @@
 //! lost count of, fails the query with a reason every client sees, and the
 //! script runner re-runs a read-only statement whose query was failed this
 //! way ([`scripts`](super::scripts)).
+//!
+//! Ballista's adaptive planner can also re-plan a query in a loop without
+//! end (a mark join over two empty inputs made 10,000 stages in half an
+//! hour, holding the cluster's task slots). A query with more than
+//! [`MAX_STAGES`] stages is such a runaway and is failed too, without a
+//! re-run.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ballista_core::JobId;
 use ballista_core::serde::protobuf::job_status;
 use ballista_core::serde::scheduler::ExecutorData;
-use ballista_scheduler::state::execution_graph::ExecutionGraph;
+use ballista_scheduler::state::execution_graph::{ExecutionGraph, ExecutionGraphBox};
 
 use super::JobService;
 use crate::SchedulerServer;
@@ -29,6 +36,23 @@ pub(super) const STALL_AFTER: Duration = Duration::from_secs(5);
 /// How long a failed stalled query stays in Ballista's running jobs, so
 /// every client reads its failure before the cancel that removes it.
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
+
+/// Stages a query may create before it counts as a runaway re-planning
+/// loop. TPC-H's largest plans have 13.
+pub(super) const MAX_STAGES: usize = 1000;
+
+/// The reason a runaway query fails with.
+fn runaway_reason() -> String {
+    format!(
+        "the query was re-planned into more than {MAX_STAGES} stages (a loop in Ballista's adaptive \
+         planner); Quiver failed it rather than let it hold the cluster"
+    )
+}
+
+/// True when a query's planner has gone past [`MAX_STAGES`] stages.
+fn is_runaway(graph: &dyn ExecutionGraph) -> bool {
+    graph.stages().keys().max().is_some_and(|id| *id > MAX_STAGES)
+}
 
 /// Runs of one read-only statement, the first included, when its queries
 /// stall.
@@ -114,10 +138,20 @@ impl JobService {
         // cluster has executors and runs nothing at all is idling a stall.
         let mut busy = false;
         let mut idle = Vec::new();
+        let mut runaways = Vec::new();
         for (id, cache) in running.iter() {
             match cache.execution_graph.try_read() {
+                Ok(graph) if is_runaway(graph.as_ref()) => runaways.push(id.clone()),
                 Ok(graph) if is_idle(graph.as_ref()) => idle.push(id.clone()),
                 _ => busy = true, // running tasks, finished, or being updated
+            }
+        }
+        for id in runaways {
+            if let Some(cache) = running.get(&id) {
+                let mut graph = cache.execution_graph.write().await;
+                tracing::warn!(query = %id, "runaway query; failing it: {}", runaway_reason());
+                graph.fail_job(runaway_reason());
+                self.report_and_release(scheduler, &id, &graph).await;
             }
         }
         // Executor states are read only when the check can matter.
@@ -149,28 +183,32 @@ impl JobService {
                 // runner knows to re-run the statement.
                 self.registry.lock().mark_stalled(id.as_ref());
                 graph.fail_job(stall_reason());
-                // Saving the graph sends its status to the client waiting on
-                // the query (and to the observer).
-                match self.job_state.get() {
-                    Some(state) => {
-                        if let Err(e) = state.save_job(&id, &graph).await {
-                            tracing::warn!(query = %id, "cannot report the stalled query's failure: {e}");
-                        }
-                    }
-                    None => self.graph_updated(graph.as_ref()),
-                }
+                self.report_and_release(scheduler, &id, &graph).await;
             }
             self.stalls.lock().idle_since.remove(id.as_ref());
-            // Then cancel it, so Ballista drops the graph from its running
-            // jobs; the client has its answer already.
-            let scheduler = scheduler.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(RELEASE_AFTER).await;
-                if let Err(e) = scheduler.cancel_job(id.clone()).await {
-                    tracing::warn!(query = %id, "cannot release the stalled query: {e}");
-                }
-            });
         }
+    }
+
+    /// Saves a failed query's graph, which sends its status to the client
+    /// waiting on it (and to the observer), then cancels it, so Ballista
+    /// drops it from its running jobs once the client has its answer.
+    async fn report_and_release(&self, scheduler: &SchedulerServer, id: &JobId, graph: &ExecutionGraphBox) {
+        match self.job_state.get() {
+            Some(state) => {
+                if let Err(e) = state.save_job(id, graph).await {
+                    tracing::warn!(query = %id, "cannot report the failed query: {e}");
+                }
+            }
+            None => self.graph_updated(graph.as_ref()),
+        }
+        let scheduler = scheduler.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RELEASE_AFTER).await;
+            if let Err(e) = scheduler.cancel_job(id.clone()).await {
+                tracing::warn!(query = %id, "cannot release the failed query: {e}");
+            }
+        });
     }
 }
 
