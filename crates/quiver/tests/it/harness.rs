@@ -438,7 +438,10 @@ impl Cluster {
             .env("QUIVER_LOG", "info")
             .env(quiver_core::cluster_secret::ENV, CLUSTER_SECRET)
             .env_remove("QUIVER_SCHEDULER")
-            .env_remove("QUIVER_TOKEN");
+            .env_remove("QUIVER_TOKEN")
+            // Relative local paths in jobs land in the cluster's own directory,
+            // never in the checkout.
+            .current_dir(&self.dir);
         if let Some(t) = &options.token {
             cmd.env("QUIVER_TOKEN", t);
         }
@@ -472,7 +475,8 @@ impl Cluster {
             .arg(self.dir.join(id))
             .env("QUIVER_LOG", "info")
             .env(quiver_core::cluster_secret::ENV, CLUSTER_SECRET)
-            .env_remove("QUIVER_SCHEDULER");
+            .env_remove("QUIVER_SCHEDULER")
+            .current_dir(&self.dir);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -15,6 +15,7 @@
 //! * `shell`: the interactive `quiver sql` shell, driven through a terminal;
 //! * `tpch`: all 22 TPC-H queries (SF0.01) on a cluster give DuckDB's answers;
 //! * `slt`: SQL behaviour pinned in `tests/slt/*.slt`, run against the cluster;
+//! * `corpus`: DataFusion's own sqllogictest corpus on the cluster, compared with single-node DataFusion;
 //! * `stack`: the Docker Compose stack on this machine's Docker engine (`scripts/stack`);
 //! * `tools`: `quiver fs` against the S3 server, `quiver health`, `quiver config keys`.
 
@@ -22,6 +23,7 @@ mod bad_input;
 mod browser;
 mod cluster;
 mod concurrency;
+mod corpus;
 mod data;
 mod delta;
 mod faults;
