@@ -15,33 +15,28 @@
 //! pass through untouched; [`crate::client_planner`] puts one above the
 //! client's distributed query.
 
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Result;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
-};
-use futures::StreamExt;
+
+use crate::batch_map::{BatchMap, BatchMapExec};
 
 /// Casts its input's batches to the schema its input declares; see the
 /// [module docs](self).
-#[derive(Debug)]
-pub struct ConformExec {
-    input: Arc<dyn ExecutionPlan>,
-}
+pub type ConformExec = BatchMapExec<Conform>;
 
-impl ConformExec {
-    /// `input`, whose batches will carry the types `input.schema()` declares.
-    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        Self { input }
+/// The rewrite of [`ConformExec`]: [`conform_batch`].
+#[derive(Debug)]
+pub struct Conform;
+
+impl BatchMap for Conform {
+    const NAME: &'static str = "ConformExec";
+
+    fn map(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+        conform_batch(batch, schema)
     }
 }
 
@@ -104,59 +99,4 @@ pub fn conform_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBat
         columns,
         &options,
     )?)
-}
-
-impl DisplayAs for ConformExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ConformExec")
-    }
-}
-
-impl ExecutionPlan for ConformExec {
-    fn name(&self) -> &str {
-        "ConformExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Properties are the input's whichever the mode.
-        match children.pop() {
-            Some(input) if children.is_empty() => Ok(Arc::new(Self::new(input))),
-            _ => datafusion::common::internal_err!("ConformExec takes exactly one input"),
-        }
-    }
-
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
-    }
-
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let schema = self.input.schema();
-        let stream = self.input.execute(partition, context)?;
-        let declared = Arc::clone(&schema);
-        let conformed = stream.map(move |batch| batch.and_then(|b| conform_batch(b, &declared)));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, conformed)))
-    }
 }

@@ -12,6 +12,7 @@
 //! * [`options`]: the `quiver.*` session options, and typed settings declared once;
 //! * [`delta`]: Delta Lake tables read and written by the cluster;
 //! * [`client_planner`] and [`conform`]: how a client plans a query for the cluster, and rows that crossed Arrow Flight given back their declared types;
+//! * [`batch_map`]: operators that rewrite each batch of their input and nothing else;
 //! * [`tables`] and [`codec`]: Quiver's table types and how plans carry them across processes;
 //! * [`optimizer`] and [`memory_limit`]: the logical rules Quiver adds to the engine's;
 //! * [`optimizer`] and [`memory_limit`]: the logical rules Quiver adds to the engine's;
@@ -39,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod batch_map;
 pub mod client_planner;
 pub mod cluster_secret;
 pub mod codec;

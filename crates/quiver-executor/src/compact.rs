@@ -23,22 +23,14 @@
 //! columns into buffers of their own when the buffers they hold are mostly
 //! bytes they do not use. Other columns pass through untouched.
 
-use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryViewArray, GenericByteViewArray, MutableArrayData, RecordBatch, StringViewArray, make_array,
 };
-use datafusion::arrow::datatypes::ByteViewType;
+use datafusion::arrow::datatypes::{ByteViewType, SchemaRef};
 use datafusion::common::Result;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
-};
-use futures::StreamExt;
+use quiver_core::batch_map::{BatchMap, BatchMapExec};
 
 /// Columns holding more than this many times the bytes their rows use are
 /// compacted. Below it the copy costs more than the bytes it saves.
@@ -50,71 +42,17 @@ const MIN_WASTE: usize = 32 * 1024;
 
 /// Passes its input through, compacting columns that hold far more buffer
 /// bytes than their rows use. See the [module docs](self).
+pub type CompactExec = BatchMapExec<Compact>;
+
+/// The rewrite of [`CompactExec`]: [`compact_batch`].
 #[derive(Debug)]
-pub struct CompactExec {
-    input: Arc<dyn ExecutionPlan>,
-}
+pub struct Compact;
 
-impl CompactExec {
-    /// Wraps `input`.
-    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        Self { input }
-    }
-}
+impl BatchMap for Compact {
+    const NAME: &'static str = "CompactExec";
 
-impl DisplayAs for CompactExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "CompactExec")
-    }
-}
-
-impl ExecutionPlan for CompactExec {
-    fn name(&self) -> &str {
-        "CompactExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Properties are the input's whichever the mode.
-        match children.pop() {
-            Some(input) if children.is_empty() => Ok(Arc::new(Self::new(input))),
-            _ => Err(datafusion::common::DataFusionError::Internal(
-                "CompactExec takes exactly one child".into(),
-            )),
-        }
-    }
-
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
-    }
-
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let schema = self.input.schema();
-        let input = self.input.execute(partition, context)?;
-        let stream = input.map(|batch| batch.and_then(compact_batch));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    fn map(batch: RecordBatch, _schema: &SchemaRef) -> Result<RecordBatch> {
+        compact_batch(batch)
     }
 }
 
