@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -29,6 +29,11 @@ pub trait BatchMap: fmt::Debug + Send + Sync + 'static {
 
     /// `batch`, rewritten; `schema` is the schema the input declares.
     fn map(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch>;
+
+    /// An error of the input, rewritten; unchanged unless a rewrite says so.
+    fn map_error(error: DataFusionError) -> DataFusionError {
+        error
+    }
 }
 
 /// Passes its input through [`BatchMap::map`]; see the [module docs](self).
@@ -98,7 +103,10 @@ impl<M: BatchMap> ExecutionPlan for BatchMapExec<M> {
         let schema = self.input.schema();
         let input = self.input.execute(partition, context)?;
         let declared = Arc::clone(&schema);
-        let stream = input.map(move |batch| batch.and_then(|b| M::map(b, &declared)));
+        let stream = input.map(move |batch| match batch {
+            Ok(b) => M::map(b, &declared),
+            Err(e) => Err(M::map_error(e)),
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

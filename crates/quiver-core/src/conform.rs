@@ -14,13 +14,16 @@
 //! such columns back to the declared type. Batches whose types already match
 //! pass through untouched; [`crate::client_planner`] puts one above the
 //! client's distributed query.
+//!
+//! Errors cross the wire as text as well; a [`ConformExec`] gives an
+//! executor's error back its engine form ([`crate::remote_error`]).
 
 use std::sync::Arc;
 
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 
 use crate::batch_map::{BatchMap, BatchMapExec};
 
@@ -37,6 +40,10 @@ impl BatchMap for Conform {
 
     fn map(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         conform_batch(batch, schema)
+    }
+
+    fn map_error(error: DataFusionError) -> DataFusionError {
+        crate::remote_error::restore(error)
     }
 }
 

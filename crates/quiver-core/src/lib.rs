@@ -15,10 +15,10 @@
 //! * [`batch_map`]: operators that rewrite each batch of their input and nothing else;
 //! * [`tables`] and [`codec`]: Quiver's table types and how plans carry them across processes;
 //! * [`optimizer`] and [`memory_limit`]: the logical rules Quiver adds to the engine's;
-//! * [`optimizer`] and [`memory_limit`]: the logical rules Quiver adds to the engine's;
 //! * [`script`], [`ctas`] and [`runner`]: turning SQL scripts into statements and running them;
 //! * [`messages`]: engine errors as messages a person can act on;
 //! * [`output`]: printing results as tables, CSV or JSON;
+//! * [`remote_error`]: an executor's errors given back their engine form on the client;
 //! * [`secret`] and [`logging`]: keeping credentials out of everything shown or logged.
 //!
 //! ```
@@ -54,6 +54,7 @@ pub mod messages;
 pub mod optimizer;
 pub mod options;
 pub mod output;
+pub mod remote_error;
 pub mod runner;
 pub mod script;
 pub mod secret;

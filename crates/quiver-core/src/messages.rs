@@ -19,6 +19,18 @@ pub fn clean_message(message: &str) -> String {
             break;
         }
     }
+    // An executor's error rebuilt on the client (`remote_error`).
+    if m == "Arrow error: Divide by zero error" {
+        return "division by zero".into();
+    }
+    for (engine, plain) in [
+        ("Arrow error: Csv error: ", "malformed CSV: "),
+        ("Arrow error: Json error: ", "malformed JSON: "),
+    ] {
+        if let Some(rest) = m.strip_prefix(engine) {
+            return format!("{plain}{rest}");
+        }
+    }
     let task = regex::Regex::new(
         r"(?s)^Job (\S+) failed: Job failed due to stage (\d+) failed: Task failed due to runtime execution error: (.*)$",
     )
@@ -147,6 +159,11 @@ mod tests {
             "malformed CSV: incorrect number of fields \"x\" (query 038G, stage 0)"
         );
         assert_eq!(clean_message("External error: Execution error: plain"), "plain");
+        assert_eq!(
+            clean_message("Arrow error: Csv error: too many fields"),
+            "malformed CSV: too many fields"
+        );
+        assert_eq!(clean_message("Arrow error: Divide by zero error"), "division by zero");
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! `Dictionary(UInt16, Utf8)` as `Utf8`); [`conform_shuffle_reads`] gives
 //! them their declared types back ([`quiver_core::conform`]).
 //!
+//! Each stage's executor is wrapped in a [`TaskErrors`], so a failing
+//! task's error reaches the client in a form it can rebuild.
+//!
 //! [`compact_shuffle_input`] puts a [`CompactExec`] under the stage's
 //! shuffle writer, so string views do not drag whole Parquet pages into
 //! shuffle files and slices of large arrays do not make the sort shuffle
@@ -45,6 +48,7 @@ use quiver_core::conform::{ConformExec, has_dictionary};
 
 use crate::compact::CompactExec;
 use crate::dynamic_filter::relink_dynamic_filters;
+use crate::task_errors::TaskErrors;
 
 /// Ballista's engine with Quiver's plan repairs.
 pub struct QuiverExecutionEngine {
@@ -152,7 +156,7 @@ impl ExecutionEngine for QuiverExecutionEngine {
         let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(restore_compression(
             plan,
         )?)?)?)?;
-        self.inner.create_query_stage_exec(
+        let stage = self.inner.create_query_stage_exec(
             job_id,
             stage_id,
             task_id,
@@ -160,7 +164,8 @@ impl ExecutionEngine for QuiverExecutionEngine {
             plan,
             work_dir,
             config,
-        )
+        )?;
+        Ok(TaskErrors::wrap(stage))
     }
 }
 

@@ -22,6 +22,7 @@ pub mod compact;
 pub mod dynamic_filter;
 pub mod engine;
 pub mod guard;
+pub mod task_errors;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use super::{RunError, StatementFailure, StatementRunner};
 use crate::ctas::parse_ctas;
 use crate::messages::{clean_message, is_decode_error, memory_hint, script_positions};
+use crate::remote_error;
 use crate::script::Statement;
 use crate::secret;
 use crate::storage::{S3Options, explain_storage_error};
@@ -110,6 +111,9 @@ impl StatementRunner {
     /// given in script lines, storage failures get a hint.
     fn describe(&self, err: &DataFusionError, first_line: usize) -> String {
         let mut message = clean_message(&err.to_string());
+        if let Some(place) = remote_error::where_failed(err) {
+            message = format!("{message} ({place})");
+        }
         message = script_positions(&message, first_line);
         let session_s3 = self
             .ctx
