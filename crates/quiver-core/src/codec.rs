@@ -5,7 +5,8 @@
 //! (the [`GlobTable`], a file listing narrowed by a pattern, and the Delta
 //! [`DeltaTable`]) and DataFusion's in-memory [`MemTable`], whose rows travel
 //! inside the plan as Spark's `LocalRelation` does (up to
-//! [`MAX_MEMORY_TABLE_BYTES`]); [`QuiverPhysicalCodec`] adds its operators
+//! [`MAX_MEMORY_TABLE_BYTES`]), and the tables of `generate_series` and
+//! `range`, which travel as their arguments; [`QuiverPhysicalCodec`] adds its operators
 //! (the Delta write and commit). Both wrap Ballista's codecs and pass everything else
 //! through unchanged. Every role must use the same codecs;
 //! [`crate::session::SessionFactory`] hands them out.
@@ -15,7 +16,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{IntervalMonthDayNano, Schema, SchemaRef};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
@@ -24,6 +25,9 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::execution::TaskContext;
+use datafusion::functions_table::generate_series::{
+    Empty, GenSeriesArgs, GenerateSeriesTable, GenericSeriesState, TimestampValue,
+};
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, LogicalPlanBuilder, ScalarUDF, WindowUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::{AsLogicalPlan, LogicalExtensionCodec};
@@ -43,6 +47,7 @@ const KIND_DELTA_TABLE: u8 = 2;
 const KIND_DELTA_WRITE: u8 = 3;
 const KIND_DELTA_COMMIT: u8 = 4;
 const KIND_MEMORY_TABLE: u8 = 5;
+const KIND_SERIES_TABLE: u8 = 6;
 
 /// The largest in-memory table (`CREATE TABLE t AS VALUES ...`, a table
 /// registered from batches) a plan may carry to the cluster, in Arrow IPC
@@ -198,6 +203,114 @@ fn decode_memory(body: &[u8]) -> Result<Arc<dyn TableProvider>> {
     Ok(Arc::new(MemTable::try_new(schema, partitions)?))
 }
 
+/// The arguments of a `generate_series` or `range` table; the rows are
+/// generated where the scan runs.
+#[derive(Serialize, Deserialize)]
+enum SeriesHeader {
+    /// An argument was NULL: no rows.
+    Empty { name: String },
+    Int64 {
+        name: String,
+        start: i64,
+        end: i64,
+        step: i64,
+        include_end: bool,
+    },
+    /// Timestamps or dates, as nanoseconds since the epoch.
+    Time {
+        name: String,
+        start: i64,
+        end: i64,
+        step: (i32, i32, i64),
+        tz: Option<String>,
+        include_end: bool,
+    },
+}
+
+/// The name a series function is known by, as the table keeps it.
+fn series_name(name: &str) -> &'static str {
+    if name == "range" { "range" } else { "generate_series" }
+}
+
+fn encode_series(table: &GenerateSeriesTable, buf: &mut Vec<u8>) -> Result<()> {
+    let generator = table.as_generator(1)?;
+    let generator = generator.read();
+    let any = generator.as_any();
+    let header = if let Some(s) = any.downcast_ref::<GenericSeriesState<i64>>() {
+        SeriesHeader::Int64 {
+            name: s.name().to_owned(),
+            start: *s.start(),
+            end: *s.end(),
+            step: *s.step(),
+            include_end: s.include_end(),
+        }
+    } else if let Some(s) = any.downcast_ref::<GenericSeriesState<TimestampValue>>() {
+        let step = s.step();
+        SeriesHeader::Time {
+            name: s.name().to_owned(),
+            start: s.start().value(),
+            end: s.end().value(),
+            step: (step.months, step.days, step.nanoseconds),
+            tz: s.start().tz_str().map(|tz| tz.to_string()),
+            include_end: s.include_end(),
+        }
+    } else if let Some(e) = any.downcast_ref::<Empty>() {
+        SeriesHeader::Empty {
+            name: e.name().to_owned(),
+        }
+    } else {
+        return Err(DataFusionError::NotImplemented(format!(
+            "a {} table cannot be sent to the cluster",
+            generator
+        )));
+    };
+    frame(KIND_SERIES_TABLE, &header, &schema_bytes(&table.schema())?, buf)
+}
+
+fn decode_series(body: &[u8]) -> Result<Arc<dyn TableProvider>> {
+    const WHAT: &str = "a generate_series table";
+    let (header, rest): (SeriesHeader, _) = unframe(body, WHAT)?;
+    let schema = schema_from(rest, WHAT)?;
+    let args = match header {
+        SeriesHeader::Empty { name } => GenSeriesArgs::ContainsNull {
+            name: series_name(&name),
+        },
+        SeriesHeader::Int64 {
+            name,
+            start,
+            end,
+            step,
+            include_end,
+        } => GenSeriesArgs::Int64Args {
+            start,
+            end,
+            step,
+            include_end,
+            name: series_name(&name),
+        },
+        SeriesHeader::Time {
+            name,
+            start,
+            end,
+            step: (months, days, nanoseconds),
+            tz,
+            include_end,
+        } => {
+            // Dates were turned into timestamps when the table was made;
+            // timestamp arguments rebuild the same generator.
+            GenSeriesArgs::TimestampArgs {
+                start,
+                end,
+                step: IntervalMonthDayNano::new(months, days, nanoseconds),
+                tz: tz.map(Arc::from),
+                include_end,
+                name: series_name(&name),
+            }
+        }
+    };
+    Ok(Arc::new(GenerateSeriesTable::new(schema, args)))
+}
+
 impl LogicalExtensionCodec for QuiverLogicalCodec {
     fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
         self.inner.try_decode(buf, inputs, ctx)
@@ -218,6 +331,7 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
             return match rest.split_first() {
                 Some((&KIND_GLOB_TABLE, body)) => self.decode_glob(body, ctx),
                 Some((&KIND_MEMORY_TABLE, body)) => decode_memory(body),
+                Some((&KIND_SERIES_TABLE, body)) => decode_series(body),
                 Some((&KIND_DELTA_TABLE, body)) => {
                     let (h, rest): (DeltaHeader, _) = unframe(body, "a Delta table")?;
                     let url = url::Url::parse(&h.url).map_err(|e| codec_err("a Delta table", e))?;
@@ -250,6 +364,9 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
         }
         if let Some(memory) = node.downcast_ref::<MemTable>() {
             return encode_memory(table_ref, memory, buf);
+        }
+        if let Some(series) = node.downcast_ref::<GenerateSeriesTable>() {
+            return encode_series(series, buf);
         }
         if let Some(delta) = node.downcast_ref::<DeltaTable>() {
             let header = DeltaHeader {
@@ -487,6 +604,34 @@ mod tests {
         .await
         .unwrap();
         assert!(text.contains("| 3 | 3 | 2 |"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn series_tables_travel_as_their_arguments() {
+        let ctx = SessionContext::new();
+        for (sql, want) in [
+            (
+                "SELECT count(*) AS n, sum(value) AS s FROM generate_series(1, 100000, 3)",
+                "| 33334 | 1666716667 |",
+            ),
+            ("SELECT count(*) AS n, max(value) AS m FROM range(10)", "| 10 | 9 |"),
+            ("SELECT count(*) AS n FROM generate_series(1, NULL)", "| 0 |"),
+            (
+                "SELECT max(value) AS m FROM generate_series(DATE '2024-01-30', DATE '2024-03-01', INTERVAL '1 month')",
+                "| 2024-02-29T00:00:00 |",
+            ),
+            (
+                "SELECT count(*) AS n, max(value) AS m FROM generate_series(TIMESTAMP '2024-01-01T00:00:00', \
+                 TIMESTAMP '2024-01-02T00:00:00', INTERVAL '6 hours')",
+                "| 5 | 2024-01-02T00:00:00 |",
+            ),
+        ] {
+            let text = round_trip(&ctx, sql).await.unwrap();
+            let local = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            let local = arrow::util::pretty::pretty_format_batches(&local).unwrap().to_string();
+            assert_eq!(text, local, "{sql}");
+            assert!(text.contains(want), "{sql}\n{text}");
+        }
     }
 
     #[tokio::test]
