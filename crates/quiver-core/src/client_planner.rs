@@ -10,7 +10,11 @@
 //!   rows are appended here.
 //! * Statements that read no data and that the plan format cannot carry
 //!   (`DESCRIBE t`) are answered by the client.
+//! * A `COPY ... TO` a relative local path writes where one process would:
+//!   relative to the client's working directory, not the scheduler's
+//!   ([`anchor_copy_target`]).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -41,6 +45,40 @@ impl ClientQueryPlanner {
         let plan = self.distributed.create_physical_plan(plan, session).await?;
         Ok(Arc::new(ConformExec::new(plan)))
     }
+}
+
+/// `plan` with a `COPY ... TO` target that is a relative local path made
+/// absolute against this process's working directory; `None` when there is
+/// nothing to change.
+///
+/// ```
+/// # use datafusion::prelude::SessionContext;
+/// # #[tokio::main] async fn main() {
+/// use datafusion::logical_expr::LogicalPlan;
+/// use quiver_core::client_planner::anchor_copy_target;
+/// let ctx = SessionContext::new();
+/// let plan = ctx.state().create_logical_plan("COPY (SELECT 1) TO 'out/one.csv'").await.unwrap();
+/// let Some(LogicalPlan::Copy(copy)) = anchor_copy_target(&plan).unwrap() else { panic!() };
+/// assert_eq!(copy.output_url, std::env::current_dir().unwrap().join("out/one.csv").display().to_string());
+/// let remote = ctx.state().create_logical_plan("COPY (SELECT 1) TO 's3://b/one.csv'").await.unwrap();
+/// assert!(anchor_copy_target(&remote).unwrap().is_none());
+/// # }
+/// ```
+pub fn anchor_copy_target(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    let LogicalPlan::Copy(copy) = plan else {
+        return Ok(None);
+    };
+    let url = copy.output_url.as_str();
+    if url.contains(':') || Path::new(url).is_absolute() {
+        return Ok(None);
+    }
+    let mut absolute = std::env::current_dir()?.join(url).display().to_string();
+    if url.ends_with('/') && !absolute.ends_with('/') {
+        absolute.push('/');
+    }
+    let mut copy = copy.clone();
+    copy.output_url = absolute;
+    Ok(Some(LogicalPlan::Copy(copy)))
 }
 
 /// Whether `dml` writes into an in-memory table.
@@ -76,6 +114,10 @@ impl QueryPlanner for ClientQueryPlanner {
                     .create_physical_plan(logical_plan, session)
                     .await
             }
+            LogicalPlan::Copy(_) => match anchor_copy_target(logical_plan)? {
+                Some(anchored) => self.on_cluster(&anchored, session).await,
+                None => self.on_cluster(logical_plan, session).await,
+            },
             _ => self.on_cluster(logical_plan, session).await,
         }
     }
