@@ -9,6 +9,7 @@
 //! CREATE TABLE t USING parquet PARTITIONED BY (region) LOCATION 's3://b/t/' AS SELECT ...;   -- Spark
 //! CREATE TABLE t STORED AS PARQUET LOCATION 's3://b/t/' AS SELECT ...;                        -- Hive
 //! CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/data/t/' AS SELECT ...;                    -- DataFusion style
+//! CREATE TABLE t AS SELECT ...;                          -- Parquet in the warehouse: <quiver.warehouse_dir>/t/
 //! ```
 //!
 //! ```
@@ -70,8 +71,9 @@ pub struct CreateTableAs {
     pub or_replace: bool,
     /// The file format.
     pub format: TableFormat,
-    /// Where the files go.
-    pub location: String,
+    /// Where the files go; `None` to let the warehouse place them
+    /// ([`CreateTableAs::location_in`]).
+    pub location: Option<String>,
     /// Hive-style partition columns.
     pub partition_by: Vec<String>,
     /// Format options (`OPTIONS ('k' 'v', ...)`).
@@ -146,26 +148,61 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
     let _ = as_token;
     let query = sql[query_start..].trim().trim_end_matches(';').trim().to_owned();
 
-    let (format, location) = match (format, location) {
-        (Some(f), Some(l)) => (f, l),
-        (None, Some(l)) => (TableFormat::Parquet, l),
-        (_, None) => {
-            return Err(format!(
-                "CREATE TABLE {name} AS SELECT needs a LOCATION the executors can write to, e.g. \
-                 CREATE TABLE {name} USING parquet LOCATION 's3://bucket/path/' AS SELECT ..."
-            ));
-        }
-    };
     Ok(Some(CreateTableAs {
         name,
         if_not_exists,
         or_replace,
-        format,
+        format: format.unwrap_or(TableFormat::Parquet),
         location,
         partition_by,
         options,
         query,
     }))
+}
+
+impl CreateTableAs {
+    /// Where the table's files go: its `LOCATION`, or else a directory named
+    /// after the table in `warehouse` (`quiver.warehouse_dir`, as Spark's
+    /// `spark.sql.warehouse.dir` places managed tables). Unquoted names are
+    /// lower-cased, and each part of a qualified name is a directory.
+    ///
+    /// ```
+    /// use quiver_core::ctas::parse_ctas;
+    /// let c = parse_ctas("CREATE TABLE Sales.Daily AS SELECT 1 AS x").unwrap().unwrap();
+    /// assert_eq!(c.location_in(Some("s3://lake/warehouse")).unwrap(), "s3://lake/warehouse/sales/daily/");
+    /// assert!(c.location_in(None).unwrap_err().contains("quiver.warehouse_dir"));
+    /// ```
+    pub fn location_in(&self, warehouse: Option<&str>) -> Result<String, String> {
+        if let Some(location) = &self.location {
+            return Ok(location.clone());
+        }
+        let Some(warehouse) = warehouse.filter(|w| !w.trim().is_empty()) else {
+            return Err(format!(
+                "CREATE TABLE {name} AS SELECT needs a LOCATION the executors can write to, or a warehouse \
+                 for tables without one: CREATE TABLE {name} USING parquet LOCATION 's3://bucket/path/' AS \
+                 SELECT ..., or SET quiver.warehouse_dir = 's3://bucket/warehouse/'",
+                name = self.name
+            ));
+        };
+        let mut dir = warehouse.trim().trim_end_matches('/').to_owned();
+        for part in self.name.split('.') {
+            let unquoted = part.trim_matches(|c| c == '"' || c == '`');
+            if unquoted.is_empty() || unquoted == ".." || unquoted.contains('/') {
+                return Err(format!(
+                    "table name {} cannot name a directory in the warehouse",
+                    self.name
+                ));
+            }
+            dir.push('/');
+            if unquoted.len() == part.len() {
+                dir.push_str(&unquoted.to_lowercase());
+            } else {
+                dir.push_str(unquoted);
+            }
+        }
+        dir.push('/');
+        Ok(dir)
+    }
 }
 
 struct Cursor<'a> {
@@ -311,7 +348,7 @@ mod tests {
         assert_eq!(spark.name, "db.sales");
         assert!(spark.if_not_exists);
         assert_eq!(spark.partition_by, vec!["region", "day"]);
-        assert_eq!(spark.location, "s3://b/sales/");
+        assert_eq!(spark.location.as_deref(), Some("s3://b/sales/"));
         assert_eq!(spark.query, "SELECT * FROM raw");
 
         let hive = parse_ctas(
@@ -344,9 +381,28 @@ mod tests {
     }
 
     #[test]
-    fn ctas_without_location_or_with_unknown_format_is_refused() {
-        let err = parse_ctas("CREATE TABLE t AS SELECT 1").unwrap_err();
-        assert!(err.contains("LOCATION"), "{err}");
+    fn ctas_without_location_goes_to_the_warehouse() {
+        let plain = parse_ctas("CREATE TABLE t AS SELECT 1").unwrap().unwrap();
+        assert_eq!(plain.format, TableFormat::Parquet);
+        assert_eq!(plain.location, None);
+        assert_eq!(plain.location_in(Some("/w/")).unwrap(), "/w/t/");
+        let err = plain.location_in(None).unwrap_err();
+        assert!(
+            err.contains("LOCATION") && err.contains("quiver.warehouse_dir"),
+            "{err}"
+        );
+        let quoted = parse_ctas("CREATE TABLE \"Mixed\" USING csv AS SELECT 1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(quoted.location_in(Some("s3://b/w")).unwrap(), "s3://b/w/Mixed/");
+        let located = parse_ctas("CREATE TABLE t LOCATION 's3://b/t/' AS SELECT 1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(located.location_in(None).unwrap(), "s3://b/t/");
+    }
+
+    #[test]
+    fn ctas_with_unknown_format_is_refused() {
         let err = parse_ctas("CREATE TABLE t USING orc LOCATION 'x' AS SELECT 1").unwrap_err();
         assert!(err.contains("orc"), "{err}");
     }

@@ -65,6 +65,37 @@ impl std::str::FromStr for HistoryLocation {
     }
 }
 
+impl HistoryLocation {
+    /// The default warehouse (`quiver.warehouse_dir`) of a scheduler keeping
+    /// history here: `warehouse` beside the history in its bucket. `None` for
+    /// history in memory or a directory: executors write tables, and a
+    /// scheduler's directory is not theirs.
+    ///
+    /// ```
+    /// use quiver_scheduler::history::HistoryLocation;
+    /// let history: HistoryLocation = "s3://quiver/history".parse().unwrap();
+    /// assert_eq!(history.warehouse().as_deref(), Some("s3://quiver/warehouse/"));
+    /// let nested: HistoryLocation = "s3://ops/quiver/history".parse().unwrap();
+    /// assert_eq!(nested.warehouse().as_deref(), Some("s3://ops/quiver/warehouse/"));
+    /// assert_eq!("memory".parse::<HistoryLocation>().unwrap().warehouse(), None);
+    /// ```
+    pub fn warehouse(&self) -> Option<String> {
+        match self {
+            Self::S3 { bucket, prefix } => {
+                let parent = prefix.rsplit_once('/').map_or("", |(parent, _)| parent);
+                let mut dir = format!("s3://{bucket}/");
+                if !parent.is_empty() {
+                    dir.push_str(parent);
+                    dir.push('/');
+                }
+                dir.push_str("warehouse/");
+                Some(dir)
+            }
+            Self::Memory | Self::Dir(_) => None,
+        }
+    }
+}
+
 impl std::fmt::Display for HistoryLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

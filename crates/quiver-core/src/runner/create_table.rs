@@ -1,5 +1,6 @@
 //! `CREATE TABLE ... AS SELECT` into files (Parquet, CSV, JSON) or a Delta
-//! table: the location must be empty, the table is registered afterwards.
+//! table: at its `LOCATION` or in the warehouse (`quiver.warehouse_dir`); the
+//! location must be empty, the table is registered afterwards.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use futures::TryStreamExt;
 
 use super::{OutputKind, Produced, RunError, StatementRunner, count_of, empty_schema, written};
 use crate::ctas::{CreateTableAs, TableFormat};
+use crate::options::quiver_options;
 
 impl StatementRunner {
     /// Checks that a CTAS may create `ctas.name`: `Ok(Some(..))` when there is nothing to do.
@@ -65,8 +67,8 @@ impl StatementRunner {
     /// `CREATE TABLE IF NOT EXISTS t USING delta LOCATION l` where `l` holds
     /// a Delta table already: as in Spark, that table is `t` and nothing is
     /// written (so a daily job can create its table on the first run only).
-    async fn existing_delta_table(&self, ctas: &CreateTableAs) -> Result<Option<Produced>, RunError> {
-        let location = format!("{}/", ctas.location.trim_end_matches('/'));
+    async fn existing_delta_table(&self, ctas: &CreateTableAs, location: &str) -> Result<Option<Produced>, RunError> {
+        let location = format!("{}/", location.trim_end_matches('/'));
         let log = ListingTableUrl::parse(format!("{location}_delta_log/"))?;
         let store = self.ctx.runtime_env().object_store(&log)?;
         let has_log = store
@@ -91,16 +93,16 @@ impl StatementRunner {
     }
 
     /// `CREATE TABLE t USING delta ... AS SELECT`: one distributed write, one commit.
-    async fn create_delta_table_as(&self, ctas: CreateTableAs) -> Result<Produced, RunError> {
+    async fn create_delta_table_as(&self, ctas: CreateTableAs, location: &str) -> Result<Produced, RunError> {
         if let Some(done) = self.check_new_name(&ctas)? {
             return Ok(done);
         }
         if ctas.if_not_exists
-            && let Some(done) = self.existing_delta_table(&ctas).await?
+            && let Some(done) = self.existing_delta_table(&ctas, location).await?
         {
             return Ok(done);
         }
-        let (location, _) = self.empty_location(&ctas.location).await?;
+        let (location, _) = self.empty_location(location).await?;
         let df = self.ctx.sql(&ctas.query).await?;
         let query_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let pending = crate::delta::DeltaTable::pending(&location, query_schema, ctas.partition_by.clone())?;
@@ -145,14 +147,16 @@ impl StatementRunner {
     }
 
     pub(super) async fn create_table_as(&self, ctas: CreateTableAs) -> Result<Produced, RunError> {
+        let warehouse = quiver_options(&self.ctx.copied_config()).warehouse_dir;
+        let location = ctas.location_in(warehouse.as_deref()).map_err(RunError::User)?;
         if ctas.format == TableFormat::Delta {
-            return self.create_delta_table_as(ctas).await;
+            return self.create_delta_table_as(ctas, &location).await;
         }
         if let Some(done) = self.check_new_name(&ctas)? {
             return Ok(done);
         }
         let exists = self.ctx.table_exist(ctas.name.as_str())?;
-        let (location, table_url) = self.empty_location(&ctas.location).await?;
+        let (location, table_url) = self.empty_location(&location).await?;
 
         let df = self.ctx.sql(&ctas.query).await?;
         let query_schema = df.schema().as_arrow().clone();
@@ -182,7 +186,7 @@ impl StatementRunner {
                 let csv = table_options.csv.clone().with_has_header(true);
                 (Arc::new(CsvFormat::default().with_options(csv)), ".csv")
             }
-            TableFormat::Delta => return self.create_delta_table_as(ctas).await,
+            TableFormat::Delta => return self.create_delta_table_as(ctas, &location).await,
             TableFormat::Json => {
                 table_options.set_config_format(datafusion::common::config::ConfigFileType::JSON);
                 table_options.alter_with_string_hash_map(&prefixed(&ctas.options))?;

@@ -101,7 +101,7 @@ pub struct SchedulerArgs {
 }
 
 pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let factory = factory(config, args.local_paths.policy()?)?;
+    let factory = factory(config, args.local_paths.policy()?, args.history.warehouse())?;
     let token = match &args.token_file {
         Some(path) => Some(read_token_file(path)?),
         None => super::token_from_env(),
@@ -212,7 +212,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let factory = factory(config, args.local_paths.policy()?)?;
+    let factory = factory(config, args.local_paths.policy()?, None)?;
     let url = quiver::client::scheduler_url(&args.scheduler)?;
     let parsed = url::Url::parse(&url).map_err(|e| UsageError(format!("--scheduler: {e}")))?;
     let options = ExecutorOptions {
@@ -253,8 +253,19 @@ fn host_name() -> anyhow::Result<String> {
 
 /// The session factory of this process, from its config file: a cluster
 /// process's, or the embedded cluster's (which runs on the user's machine
-/// and allows any local path).
-pub(super) fn factory(config: Option<&Path>, local_paths: LocalPaths) -> anyhow::Result<SessionFactory> {
-    let settings = Settings::load(config)?;
+/// and allows any local path). `warehouse` is the default of
+/// `quiver.warehouse_dir` when the config file does not set it.
+pub(super) fn factory(
+    config: Option<&Path>,
+    local_paths: LocalPaths,
+    warehouse: Option<String>,
+) -> anyhow::Result<SessionFactory> {
+    const WAREHOUSE_KEY: &str = "quiver.warehouse_dir";
+    let mut settings = Settings::load(config)?;
+    if let Some(dir) = warehouse
+        && settings.get(WAREHOUSE_KEY).is_none()
+    {
+        settings.set(WAREHOUSE_KEY, dir);
+    }
     Ok(SessionFactory::with_local_paths(&settings, local_paths)?)
 }

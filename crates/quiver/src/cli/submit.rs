@@ -63,7 +63,12 @@ pub(super) async fn target(
     match scheduler.filter(|s| !s.trim().is_empty()) {
         Some(address) => Ok((ApiClient::new(address, super::token_from_env())?, None)),
         None => {
-            let factory = servers::factory(config, LocalPaths::Any)?;
+            // Tables without a LOCATION go under the working directory, as
+            // Spark's spark-warehouse does.
+            let warehouse = std::env::current_dir()
+                .map(|d| format!("{}/", d.join("quiver-warehouse").display()))
+                .ok();
+            let factory = servers::factory(config, LocalPaths::Any, warehouse)?;
             let cluster = EmbeddedCluster::start(factory, embedded_slots)
                 .await
                 .context("cannot start the embedded cluster")?;

@@ -256,6 +256,31 @@ fn the_stack_runs_jobs_over_s3_survives_an_executor_kill_scales_and_keeps_histor
     assert!(inside.status.success(), "{}", text(&inside));
     assert!(text(&inside).contains("BR"), "{}", text(&inside));
 
+    // A table created without a LOCATION lands in the warehouse beside the
+    // scheduler's history (s3://quiver/warehouse/), as Spark's managed tables
+    // land in spark.sql.warehouse.dir.
+    let managed = write_script(
+        scripts.path(),
+        "managed.sql",
+        "CREATE TABLE Stack_Managed AS SELECT 1 AS x UNION ALL SELECT 2;",
+    );
+    let created = stack.quiver(&["submit", managed.to_str().unwrap(), "--name", "stack-warehouse"]);
+    assert!(created.status.success(), "{}", text(&created));
+    let listed = stack.compose(&[
+        "exec",
+        "-T",
+        "scheduler",
+        "quiver",
+        "fs",
+        "ls",
+        "s3://quiver/warehouse/stack_managed/",
+    ]);
+    assert!(
+        listed.status.success() && text(&listed).contains(".parquet"),
+        "{}",
+        text(&listed)
+    );
+
     // Tasks ran in both executor containers, which advertise their host names.
     let job = stack.job(&quickstart);
     let used: std::collections::BTreeSet<String> = job
