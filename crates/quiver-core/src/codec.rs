@@ -18,18 +18,23 @@ use std::sync::Arc;
 
 use arrow::datatypes::{IntervalMonthDayNano, Schema, SchemaRef};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
-use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result, TableReference};
 use datafusion::datasource::MemTable;
+use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::execution::TaskContext;
 use datafusion::functions_table::generate_series::{
     Empty, GenSeriesArgs, GenerateSeriesTable, GenericSeriesState, TimestampValue,
 };
+use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, LogicalPlanBuilder, ScalarUDF, WindowUDF};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion_proto::logical_plan::{AsLogicalPlan, LogicalExtensionCodec};
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use datafusion_proto::protobuf::LogicalPlanNode;
@@ -308,7 +313,50 @@ fn decode_series(body: &[u8]) -> Result<Arc<dyn TableProvider>> {
             }
         }
     };
-    Ok(Arc::new(GenerateSeriesTable::new(schema, args)))
+    Ok(Arc::new(SeriesTable(GenerateSeriesTable::new(schema, args))))
+}
+
+/// A decoded `generate_series`/`range` table whose scans generate every
+/// column and project above the generator. datafusion-proto sends a
+/// projected generator to the executors with the projected schema but
+/// without the projection, so a scan reading none of its columns (`g2` in
+/// `SELECT g1.value FROM generate_series(1, 3) g1 CROSS JOIN
+/// generate_series(1, 3) g2`) failed there with "number of columns(1) must
+/// match number of fields(0)".
+#[derive(Debug)]
+struct SeriesTable(GenerateSeriesTable);
+
+#[async_trait::async_trait]
+impl TableProvider for SeriesTable {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let all = self.0.scan(state, None, filters, limit).await?;
+        let Some(projection) = projection else {
+            return Ok(all);
+        };
+        let schema = all.schema();
+        let columns = projection
+            .iter()
+            .map(|&i| -> Result<(Arc<dyn PhysicalExpr>, String)> {
+                let name = schema.field(i).name();
+                Ok((Arc::new(Column::new(name, i)), name.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(columns, all)?))
+    }
 }
 
 impl LogicalExtensionCodec for QuiverLogicalCodec {
@@ -366,6 +414,9 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
             return encode_memory(table_ref, memory, buf);
         }
         if let Some(series) = node.downcast_ref::<GenerateSeriesTable>() {
+            return encode_series(series, buf);
+        }
+        if let Some(SeriesTable(series)) = node.downcast_ref::<SeriesTable>() {
             return encode_series(series, buf);
         }
         if let Some(delta) = node.downcast_ref::<DeltaTable>() {
@@ -632,6 +683,43 @@ mod tests {
             assert_eq!(text, local, "{sql}");
             assert!(text.contains(want), "{sql}\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn series_scans_reading_no_column_survive_the_trip_to_an_executor() {
+        use datafusion::physical_plan::collect;
+        use datafusion_proto::physical_plan::AsExecutionPlan;
+        use datafusion_proto::protobuf::PhysicalPlanNode;
+
+        let sql = "SELECT sum(g1.value) AS s, count(*) AS n FROM generate_series(1, 3) g1 CROSS JOIN range(4) g2";
+        let client = SessionContext::new();
+        let plan = client.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+        let logical = QuiverLogicalCodec::default();
+        let bytes = LogicalPlanNode::try_from_logical_plan(&plan, &logical)
+            .unwrap()
+            .encode_to_vec();
+
+        // The scheduler plans the stage; the executor decodes and runs it.
+        let scheduler = SessionContext::new();
+        let decoded = LogicalPlanNode::decode(bytes.as_slice())
+            .unwrap()
+            .try_into_logical_plan(&scheduler.task_ctx(), &logical)
+            .unwrap();
+        let stage = scheduler.state().create_physical_plan(&decoded).await.unwrap();
+        let physical = QuiverPhysicalCodec::default();
+        let bytes = PhysicalPlanNode::try_from_physical_plan(stage, &physical)
+            .unwrap()
+            .encode_to_vec();
+        let executor = SessionContext::new();
+        let stage = PhysicalPlanNode::decode(bytes.as_slice())
+            .unwrap()
+            .try_into_physical_plan(&executor.task_ctx(), &physical)
+            .unwrap();
+        let batches = collect(stage, executor.task_ctx()).await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| 24 | 12 |"), "{text}");
     }
 
     #[tokio::test]
