@@ -175,48 +175,49 @@ fn from_display(text: &str) -> DataFusionError {
 /// The error whose Display is `text`, when `text` starts with the prefix of
 /// a variant that can be rebuilt from its message.
 fn known_prefix(text: &str) -> Option<DataFusionError> {
-    let (prefix, rest) = split_prefix(text, DATAFUSION_PREFIXES)?;
-    Some(match prefix {
-        "Arrow error: " => DataFusionError::ArrowError(Box::new(arrow_from_display(rest)), None),
-        "Parquet error: " => match rest.strip_prefix("Parquet error: ") {
-            Some(m) => DataFusionError::ParquetError(Box::new(ParquetError::General(m.to_owned()))),
-            None => return None,
-        },
-        "IO error: " => DataFusionError::IoError(std::io::Error::other(rest.to_owned())),
-        "This feature is not implemented: " => DataFusionError::NotImplemented(rest.to_owned()),
-        "Internal error: " => {
-            // Display appends a request to file a bug; the message is before it.
-            let message = rest
-                .split_once(".\nThis issue was likely caused")
-                .map_or(rest, |(m, _)| m);
-            DataFusionError::Internal(message.to_owned())
-        }
-        "Error during planning: " => DataFusionError::Plan(rest.to_owned()),
-        "Invalid or Unsupported Configuration: " => DataFusionError::Configuration(rest.to_owned()),
-        "Execution error: " => DataFusionError::Execution(rest.to_owned()),
-        "Resources exhausted: " => DataFusionError::ResourcesExhausted(rest.to_owned()),
-        "External error: " => DataFusionError::External(Box::new(Text(rest.to_owned()))),
-        "Substrait error: " => DataFusionError::Substrait(rest.to_owned()),
-        "FFI error: " => DataFusionError::Ffi(rest.to_owned()),
-        _ => return None,
-    })
+    DATAFUSION_VARIANTS
+        .iter()
+        .find_map(|(prefix, rebuild)| text.strip_prefix(prefix).map(|rest| (rebuild, rest)))
+        .and_then(|(rebuild, rest)| rebuild(rest))
 }
 
-/// Display prefixes of the `DataFusionError` variants [`known_prefix`]
-/// rebuilds.
-const DATAFUSION_PREFIXES: &[&str] = &[
-    "Arrow error: ",
-    "Parquet error: ",
-    "IO error: ",
-    "This feature is not implemented: ",
-    "Internal error: ",
-    "Error during planning: ",
-    "Invalid or Unsupported Configuration: ",
-    "Execution error: ",
-    "Resources exhausted: ",
-    "External error: ",
-    "Substrait error: ",
-    "FFI error: ",
+/// Rebuilds a `DataFusionError` variant from the message after its Display
+/// prefix; `None` when the message is not one the variant prints.
+type RebuildDataFusion = fn(&str) -> Option<DataFusionError>;
+
+/// The `DataFusionError` variants [`known_prefix`] rebuilds, by Display prefix.
+const DATAFUSION_VARIANTS: &[(&str, RebuildDataFusion)] = &[
+    ("Arrow error: ", |m| {
+        Some(DataFusionError::ArrowError(Box::new(arrow_from_display(m)), None))
+    }),
+    ("Parquet error: ", |m| {
+        m.strip_prefix("Parquet error: ")
+            .map(|m| DataFusionError::ParquetError(Box::new(ParquetError::General(m.to_owned()))))
+    }),
+    ("IO error: ", |m| {
+        Some(DataFusionError::IoError(std::io::Error::other(m.to_owned())))
+    }),
+    ("This feature is not implemented: ", |m| {
+        Some(DataFusionError::NotImplemented(m.to_owned()))
+    }),
+    ("Internal error: ", |m| {
+        // Display appends a request to file a bug; the message is before it.
+        let message = m.split_once(".\nThis issue was likely caused").map_or(m, |(m, _)| m);
+        Some(DataFusionError::Internal(message.to_owned()))
+    }),
+    ("Error during planning: ", |m| Some(DataFusionError::Plan(m.to_owned()))),
+    ("Invalid or Unsupported Configuration: ", |m| {
+        Some(DataFusionError::Configuration(m.to_owned()))
+    }),
+    ("Execution error: ", |m| Some(DataFusionError::Execution(m.to_owned()))),
+    ("Resources exhausted: ", |m| {
+        Some(DataFusionError::ResourcesExhausted(m.to_owned()))
+    }),
+    ("External error: ", |m| {
+        Some(DataFusionError::External(Box::new(Text(m.to_owned()))))
+    }),
+    ("Substrait error: ", |m| Some(DataFusionError::Substrait(m.to_owned()))),
+    ("FFI error: ", |m| Some(DataFusionError::Ffi(m.to_owned()))),
 ];
 
 /// The Arrow error whose Display is `text`.
@@ -227,56 +228,37 @@ fn arrow_from_display(text: &str) -> ArrowError {
         "Run end encoded array index overflow error" => return ArrowError::RunEndIndexOverflowError,
         _ => {}
     }
-    let Some((prefix, rest)) = split_prefix(text, ARROW_PREFIXES) else {
-        return ArrowError::ExternalError(Box::new(Text(text.to_owned())));
-    };
-    let rest = rest.to_owned();
-    match prefix {
-        "Not yet implemented: " => ArrowError::NotYetImplemented(rest),
-        "Cast error: " => ArrowError::CastError(rest),
-        "Memory error: " => ArrowError::MemoryError(rest),
-        "Parser error: " => ArrowError::ParseError(rest),
-        "Schema error: " => ArrowError::SchemaError(rest),
-        "Compute error: " => ArrowError::ComputeError(rest),
-        "Arithmetic overflow: " => ArrowError::ArithmeticOverflow(rest),
-        "Avro error: " => ArrowError::AvroError(rest),
-        "Csv error: " => ArrowError::CsvError(rest),
-        "Json error: " => ArrowError::JsonError(rest),
-        "Io error: " => ArrowError::IoError(rest.clone(), std::io::Error::other(rest)),
-        "Ipc error: " => ArrowError::IpcError(rest),
-        "Invalid argument error: " => ArrowError::InvalidArgumentError(rest),
-        "Parquet argument error: " => ArrowError::ParquetError(rest),
-        "C Data interface error: " => ArrowError::CDataInterface(rest),
-        _ => ArrowError::ExternalError(Box::new(Text(rest))),
-    }
-}
-
-/// Display prefixes of the `ArrowError` variants [`arrow_from_display`]
-/// rebuilds; anything else becomes an `ExternalError` ("External error: ").
-const ARROW_PREFIXES: &[&str] = &[
-    "Not yet implemented: ",
-    "External error: ",
-    "Cast error: ",
-    "Memory error: ",
-    "Parser error: ",
-    "Schema error: ",
-    "Compute error: ",
-    "Arithmetic overflow: ",
-    "Avro error: ",
-    "Csv error: ",
-    "Json error: ",
-    "Io error: ",
-    "Ipc error: ",
-    "Invalid argument error: ",
-    "Parquet argument error: ",
-    "C Data interface error: ",
-];
-
-fn split_prefix<'a>(text: &'a str, prefixes: &[&'static str]) -> Option<(&'static str, &'a str)> {
-    prefixes
+    ARROW_VARIANTS
         .iter()
-        .find_map(|p| text.strip_prefix(p).map(|rest| (*p, rest)))
+        .find_map(|(prefix, rebuild)| text.strip_prefix(prefix).map(|rest| rebuild(rest.to_owned())))
+        .unwrap_or_else(|| ArrowError::ExternalError(Box::new(Text(text.to_owned()))))
 }
+
+/// Rebuilds an `ArrowError` variant from the message after its Display prefix.
+type RebuildArrow = fn(String) -> ArrowError;
+
+/// The `ArrowError` variants [`arrow_from_display`] rebuilds, by Display
+/// prefix; anything else becomes an `ExternalError` ("External error: ").
+const ARROW_VARIANTS: &[(&str, RebuildArrow)] = &[
+    ("Not yet implemented: ", ArrowError::NotYetImplemented),
+    ("External error: ", |m| ArrowError::ExternalError(Box::new(Text(m)))),
+    ("Cast error: ", ArrowError::CastError),
+    ("Memory error: ", ArrowError::MemoryError),
+    ("Parser error: ", ArrowError::ParseError),
+    ("Schema error: ", ArrowError::SchemaError),
+    ("Compute error: ", ArrowError::ComputeError),
+    ("Arithmetic overflow: ", ArrowError::ArithmeticOverflow),
+    ("Avro error: ", ArrowError::AvroError),
+    ("Csv error: ", ArrowError::CsvError),
+    ("Json error: ", ArrowError::JsonError),
+    ("Io error: ", |m| {
+        ArrowError::IoError(m.clone(), std::io::Error::other(m))
+    }),
+    ("Ipc error: ", ArrowError::IpcError),
+    ("Invalid argument error: ", ArrowError::InvalidArgumentError),
+    ("Parquet argument error: ", ArrowError::ParquetError),
+    ("C Data interface error: ", ArrowError::CDataInterface),
+];
 
 #[cfg(test)]
 mod tests {
