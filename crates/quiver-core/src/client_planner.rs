@@ -1,5 +1,5 @@
 //! How a client turns a query into a physical plan: Ballista's distributed
-//! plan, with three repairs.
+//! plan, with these repairs.
 //!
 //! * Every distributed query's rows get their declared types back
 //!   ([`ConformExec`]: Flight delivers dictionaries hydrated).
@@ -13,17 +13,24 @@
 //! * A `COPY ... TO` a relative local path writes where one process would:
 //!   relative to the client's working directory, not the scheduler's
 //!   ([`anchor_copy_target`]).
+//! * An empty relation with columns (what `WHERE FALSE` or a join with an
+//!   empty side becomes) keeps its columns on the way to the scheduler: the
+//!   plan format carries only whether it yields a row, so the scheduler
+//!   read a relation without columns and refused the plan ("No field named
+//!   y.s"). It travels as an empty in-memory table ([`carry_empty_relations`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::catalog::Session;
-use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::Result;
+use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Column, Result};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 
@@ -42,7 +49,8 @@ impl ClientQueryPlanner {
     }
 
     async fn on_cluster(&self, plan: &LogicalPlan, session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.distributed.create_physical_plan(plan, session).await?;
+        let plan = carry_empty_relations(plan.clone())?;
+        let plan = self.distributed.create_physical_plan(&plan, session).await?;
         Ok(Arc::new(ConformExec::new(plan)))
     }
 }
@@ -79,6 +87,68 @@ pub fn anchor_copy_target(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
     let mut copy = copy.clone();
     copy.output_url = absolute;
     Ok(Some(LogicalPlan::Copy(copy)))
+}
+
+/// The name of the empty in-memory tables [`carry_empty_relations`] puts in
+/// place of empty relations.
+const EMPTY_TABLE: &str = "__quiver_empty";
+
+/// `plan` with every empty relation that has columns replaced by a scan of
+/// an empty in-memory table with those columns, under a projection that
+/// gives them back their qualifiers and names: the same schema, in a form
+/// the plan format carries whole.
+///
+/// ```
+/// # use datafusion::prelude::SessionContext;
+/// # #[tokio::main] async fn main() {
+/// use datafusion::logical_expr::LogicalPlan;
+/// use datafusion::logical_expr::logical_plan::builder::LogicalPlanBuilder;
+/// use datafusion::arrow::datatypes::{DataType, Field, Schema};
+/// use quiver_core::client_planner::carry_empty_relations;
+/// let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+/// let empty = LogicalPlanBuilder::empty(false).build().unwrap();
+/// let LogicalPlan::EmptyRelation(mut relation) = empty else { unreachable!() };
+/// relation.schema = std::sync::Arc::new(
+///     datafusion::common::DFSchema::try_from_qualified_schema("x", &schema).unwrap(),
+/// );
+/// let plan = LogicalPlan::EmptyRelation(relation);
+/// let carried = carry_empty_relations(plan.clone()).unwrap();
+/// assert!(matches!(carried, LogicalPlan::Projection(_)));
+/// assert_eq!(carried.schema(), plan.schema());
+/// # }
+/// ```
+pub fn carry_empty_relations(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::EmptyRelation(empty) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        if empty.produce_one_row || empty.schema.fields().is_empty() {
+            return Ok(Transformed::no(node));
+        }
+        // Unique names for the table; the projection restores the real ones.
+        let fields: Vec<Field> = empty
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")))
+            .collect();
+        let table = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
+        let exprs: Vec<Expr> = empty
+            .schema
+            .iter()
+            .enumerate()
+            .map(|(i, (qualifier, field))| {
+                Expr::Column(Column::new(Some(EMPTY_TABLE), format!("c{i}")))
+                    .alias_qualified(qualifier.cloned(), field.name())
+            })
+            .collect();
+        let carried = LogicalPlanBuilder::scan(EMPTY_TABLE, provider_as_source(Arc::new(table)), None)?
+            .project(exprs)?
+            .build()?;
+        Ok(Transformed::yes(carried))
+    })
+    .map(|t| t.data)
 }
 
 /// Whether `dml` writes into an in-memory table.
