@@ -34,6 +34,12 @@
 //!
 //! Stores are built once per bucket and effective settings and shared by every
 //! session of the process ([`StorageContext`]).
+//!
+//! # Damaged files
+//!
+//! Every store the registry hands out refuses a Parquet footer that claims
+//! more metadata than its file holds ([`footer_check`]), which would panic
+//! the Parquet reader.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,8 +56,10 @@ use url::Url;
 
 use crate::config::{ConfigError, Settings, parse_bool};
 use crate::secret;
+use footer_check::FooterCheck;
 
 mod bucket;
+pub mod footer_check;
 mod local;
 
 pub use bucket::{BucketCreated, BucketError, create_bucket};
@@ -461,6 +469,14 @@ impl ObjectStoreRegistry for QuiverObjectStoreRegistry {
     }
 
     fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        let store = self.find_store(url)?;
+        Ok(Arc::new(FooterCheck::new(store)))
+    }
+}
+
+impl QuiverObjectStoreRegistry {
+    /// The store for `url`, before [`FooterCheck`] wraps it.
+    fn find_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
         if let Some(store) = self.registered.read().get(&store_key(url)) {
             return Ok(Arc::clone(store));
         }
