@@ -324,6 +324,12 @@ fn run_corpus(source: &Path, files: &[String]) -> Vec<FileResult> {
     }
     let out = cmd.output().expect("running slt_corpus");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Every failing record of every file, for sorting the failures into
+    // classes (the report keeps only the first per file).
+    let raw = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slt-corpus.jsonl");
+    if std::fs::write(&raw, stdout.as_bytes()).is_ok() {
+        eprintln!("slt_corpus's output, every failing record: {}", raw.display());
+    }
     assert!(
         out.status.success(),
         "slt_corpus failed ({}):\n{}\n{stdout}",

@@ -9,6 +9,7 @@
 //! * `bad_input`: every kind of bad input, its message, and a healthy cluster after it;
 //! * `concurrency`: twenty jobs at once, short jobs beside a long one, a full queue;
 //! * `faults`: executors stopped and killed mid-query, the last one lost, one coming back, a scheduler restart, S3 stopped mid-job;
+//! * `fuzz`: random SQL from a grammar and damaged CSV, JSON and Parquet files, all answered, none panicking;
 //! * `memory`: an executor under --memory-limit spilling a sort and an aggregation, surviving a join that cannot fit;
 //! * `security`: secrets kept out of every record, local paths refused in a cluster, token-file and endpoint checks;
 //! * `python`: the Python package's pytest suite (client, Airflow provider, Flight SQL, notebook);
@@ -27,6 +28,7 @@ mod corpus;
 mod data;
 mod delta;
 mod faults;
+mod fuzz;
 mod harness;
 mod jobs_api;
 mod memory;
