@@ -91,9 +91,10 @@ impl LocalPaths {
         }
     }
 
-    /// The store for `file://` URLs under this policy.
+    /// The store for `file://` URLs under this policy (refusing damaged
+    /// Parquet footers, like every store).
     pub(crate) fn store(&self) -> Arc<dyn ObjectStore> {
-        match self {
+        let store: Arc<dyn ObjectStore> = match self {
             Self::Any => Arc::new(LocalFileSystem::new()),
             Self::Under(roots) => Arc::new(RootedLocal {
                 inner: LocalFileSystem::new(),
@@ -102,7 +103,8 @@ impl LocalPaths {
                     roots: roots.iter().filter_map(|r| Path::from_absolute_path(r).ok()).collect(),
                 }),
             }),
-        }
+        };
+        Arc::new(super::FooterCheck::new(store))
     }
 
     fn refusal(&self, path: &str) -> String {

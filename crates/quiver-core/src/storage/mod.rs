@@ -37,7 +37,8 @@
 //!
 //! # Damaged files
 //!
-//! Every store the registry hands out refuses a Parquet footer that claims
+//! Every store the registry hands out (built here, by `LocalPaths`, or
+//! registered) refuses a Parquet footer that claims
 //! more metadata than its file holds ([`footer_check`]), which would panic
 //! the Parquet reader.
 
@@ -56,7 +57,7 @@ use url::Url;
 
 use crate::config::{ConfigError, Settings, parse_bool};
 use crate::secret;
-use footer_check::FooterCheck;
+pub(crate) use footer_check::FooterCheck;
 
 mod bucket;
 pub mod footer_check;
@@ -380,7 +381,7 @@ impl StorageContext {
         if let Some(store) = self.stores.lock().get(&key) {
             return Ok(Arc::clone(store));
         }
-        let store = key.1.build_store(bucket)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(FooterCheck::new(key.1.build_store(bucket)?));
         tracing::debug!(bucket, endpoint = %key.1.endpoint_for_display(), "built S3 object store");
         self.stores.lock().insert(key, Arc::clone(&store));
         Ok(store)
@@ -458,7 +459,8 @@ fn store_key(url: &Url) -> String {
 
 impl ObjectStoreRegistry for QuiverObjectStoreRegistry {
     fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
-        self.registered.write().insert(store_key(url), store)
+        let checked: Arc<dyn ObjectStore> = Arc::new(FooterCheck::new(store));
+        self.registered.write().insert(store_key(url), checked)
     }
 
     fn deregister_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
@@ -469,14 +471,6 @@ impl ObjectStoreRegistry for QuiverObjectStoreRegistry {
     }
 
     fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
-        let store = self.find_store(url)?;
-        Ok(Arc::new(FooterCheck::new(store)))
-    }
-}
-
-impl QuiverObjectStoreRegistry {
-    /// The store for `url`, before [`FooterCheck`] wraps it.
-    fn find_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
         if let Some(store) = self.registered.read().get(&store_key(url)) {
             return Ok(Arc::clone(store));
         }
