@@ -176,8 +176,9 @@ impl OptimizerRule for PushSemiJoinBelowJoins {
 /// constant (`col = value`, `col IN (...)`, or an `OR` of those), and `A`,
 /// which nothing else filters, meets that filter before it is joined to
 /// anything else. Outer, semi and anti joins on the way down, and joins with
-/// a non-equi filter, stop the rule. The moved table becomes part of a join,
-/// so it is never moved twice. `SET quiver.join_filtered_dimensions_first =
+/// a non-equi filter, stop the rule. A table moves only past a join with a
+/// table that is not itself a filtered dimension: several dimensions of one
+/// scan would otherwise take turns moving below each other without end. `SET quiver.join_filtered_dimensions_first =
 /// false` keeps the `FROM` list's order.
 ///
 /// ```
@@ -285,6 +286,13 @@ impl OptimizerRule for JoinFilteredDimensionsFirst {
             // clashes with one a projection on the path computes) leaves the
             // join as written: the order is an optimization, never a reason
             // for a query to fail.
+            // Only past a join with something other than a filtered
+            // dimension: below dimensions alone the order gains nothing, and
+            // dimensions of one scan would take turns moving below each
+            // other without end.
+            if !passes_another_table(rest, &keys) {
+                continue;
+            }
             if let Ok(Some(projection)) = rewrite() {
                 return Ok(Transformed::yes(LogicalPlan::Projection(projection)));
             }
@@ -825,6 +833,25 @@ fn move_to_scan(
     }
 }
 
+/// Whether the way [`move_to_scan`] would take from `plan` to the scan that
+/// holds `keys` passes a join whose other input is not a constant-filtered
+/// scan (a table that is not itself a filtered dimension).
+fn passes_another_table(plan: &LogicalPlan, keys: &[Column]) -> bool {
+    let holds_keys = |p: &LogicalPlan| keys.iter().all(|k| p.schema().has_column(k));
+    match plan {
+        LogicalPlan::Projection(projection) => passes_another_table(&projection.input, keys),
+        LogicalPlan::Join(join) if join.join_type == JoinType::Inner && !join.null_aware => {
+            let (toward, other) = if holds_keys(&join.left) {
+                (&join.left, &join.right)
+            } else {
+                (&join.right, &join.left)
+            };
+            scan_chain(other) != Some(true) || passes_another_table(toward, keys)
+        }
+        _ => false,
+    }
+}
+
 /// A table scan, under an alias or not, that no predicate filters.
 fn is_unfiltered_scan(plan: &LogicalPlan) -> bool {
     match plan {
@@ -993,6 +1020,22 @@ mod tests {
         plan.lines()
             .position(|l| l.contains(&format!("TableScan: {table} ")) || l.ends_with(&format!("TableScan: {table}")))
             .unwrap_or_else(|| panic!("no scan of {table} in {plan}"))
+    }
+
+    /// The Join Order Benchmark's shape (DataFusion's `imdb.slt`): several
+    /// constant-filtered dimensions of one scan. They used to take turns
+    /// moving below each other, growing the plan until the process ran out
+    /// of memory (the scheduler too, which optimizes plans again).
+    #[tokio::test]
+    async fn several_filtered_dimensions_of_one_scan_are_placed_once() {
+        let sql = "SELECT min(li.l_orderkey) AS k FROM li, supp s1, nat n1, ord o1 \
+            WHERE li.l_suppkey = s1.s_suppkey AND li.l_orderkey = o1.o_orderkey AND li.l_suppkey = n1.n_nationkey \
+            AND s1.s_name = 's1' AND n1.n_name = 'SAUDI' AND o1.o_custkey = 1";
+        let without = answer(&context_with(None).await, sql).await.1;
+        let with = answer(&context_with(Some(Arc::new(JoinFilteredDimensionsFirst))).await, sql)
+            .await
+            .1;
+        assert_eq!(without, with);
     }
 
     #[tokio::test]
