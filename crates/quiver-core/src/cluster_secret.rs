@@ -3,10 +3,10 @@
 //!
 //! The operator gives the scheduler and every executor the same secret
 //! (`QUIVER_CLUSTER_SECRET`, or `--cluster-secret-file`). An executor sends
-//! a proof derived from it (SHA-256 of a label and the secret, never the
-//! secret itself) with every call it makes to the scheduler, in its gRPC
-//! `user-agent` header: Ballista's executor lets Quiver shape the endpoint it
-//! dials, not add headers. The scheduler refuses executor calls (register,
+//! a proof derived from it ([`crate::proof`]: never the secret itself) with
+//! every call it makes to the scheduler, in its gRPC `user-agent` header:
+//! Ballista's executor lets Quiver shape the endpoint it dials, not add
+//! headers. The scheduler refuses executor calls (register,
 //! heartbeat, task status, poll, stop) without the proof, so a process that
 //! merely reaches the scheduler's port can neither join the cluster, receive
 //! tasks and their credentials, nor report forged results.
@@ -22,16 +22,10 @@
 use std::path::Path;
 
 use crate::config::ConfigError;
-use crate::secret::Digest;
+use crate::proof::{Proof, ProofKind};
 
 /// The environment variable that holds the secret.
 pub const ENV: &str = "QUIVER_CLUSTER_SECRET";
-
-/// What the proof is derived with, so it differs from the secret.
-const LABEL: &[u8] = b"quiver-executor-proof\0";
-
-/// Where the proof sits in the user agent.
-const PROOF_KEY: &str = "quiver-cluster-proof=";
 
 /// The shortest secret accepted: shorter ones are guessed too easily.
 const MIN_LEN: usize = 16;
@@ -39,9 +33,7 @@ const MIN_LEN: usize = 16;
 /// A cluster's shared secret, kept only as the proof derived from it.
 #[derive(Clone)]
 pub struct ClusterSecret {
-    proof: String,
-    /// The proof's digest, what presented proofs are compared with.
-    proof_digest: Digest,
+    proof: Proof,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -63,10 +55,9 @@ impl ClusterSecret {
             });
         }
         crate::secret::register(value);
-        let proof = Digest::of(&[LABEL, value.as_bytes()]).hex();
-        crate::secret::register(&proof);
-        let proof_digest = Digest::of(&[proof.as_bytes()]);
-        Ok(Self { proof, proof_digest })
+        Ok(Self {
+            proof: Proof::derive(ProofKind::Executor, value),
+        })
     }
 
     /// A fresh random secret, for a cluster that lives in one process
@@ -94,23 +85,18 @@ impl ClusterSecret {
 
     /// The user agent an executor's calls to the scheduler carry.
     pub fn user_agent(&self) -> String {
-        format!("quiver-executor {PROOF_KEY}{}", self.proof)
+        self.proof.user_agent()
     }
 
     /// An endpoint override (for Ballista's clients) that makes every call
     /// through the endpoint carry this secret's proof.
     pub fn endpoint_override(&self) -> ballista_core::extension::EndpointOverrideFn {
-        let user_agent = self.user_agent();
-        std::sync::Arc::new(move |endpoint| Ok(endpoint.user_agent(user_agent.clone())?))
+        self.proof.endpoint_override()
     }
 
     /// True when `user_agent` carries this secret's proof.
     pub fn accepts_user_agent(&self, user_agent: &str) -> bool {
-        let presented = user_agent
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix(PROOF_KEY))
-            .unwrap_or("");
-        self.proof_digest.matches(&Digest::of(&[presented.as_bytes()]))
+        self.proof.accepts_user_agent(user_agent)
     }
 }
 
@@ -124,6 +110,7 @@ mod tests {
         let a = ClusterSecret::new("secret-number-one-0001").unwrap();
         let b = ClusterSecret::new("secret-number-two-0002").unwrap();
         assert!(!a.accepts_user_agent(&b.user_agent()));
-        assert!(!format!("{a:?}").contains(&a.proof));
+        let proof = a.user_agent().rsplit('=').next().unwrap().to_owned();
+        assert!(!format!("{a:?}").contains(&proof));
     }
 }

@@ -19,7 +19,8 @@
 //! * [`messages`]: engine errors as messages a person can act on;
 //! * [`output`]: printing results as tables, CSV or JSON;
 //! * [`remote_error`]: an executor's errors given back their engine form on the client;
-//! * [`secret`] and [`logging`]: keeping credentials out of everything shown or logged.
+//! * [`secret`] and [`logging`]: keeping credentials out of everything shown or logged;
+//! * [`cluster_secret`] and [`proof`]: what executors and clients prove they hold, on calls that carry no header of their own.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -54,6 +55,7 @@ pub mod messages;
 pub mod optimizer;
 pub mod options;
 pub mod output;
+pub mod proof;
 pub mod remote_error;
 pub mod runner;
 pub mod script;

@@ -301,7 +301,8 @@ impl SessionFactory {
 
     /// A session whose queries run on the cluster at `scheduler_url`
     /// (`http://host:port`), with `settings` (from `--conf`) applied. `token`
-    /// is sent with every call when the scheduler requires one.
+    /// is sent with every call when the scheduler requires one (result
+    /// fetches carry a proof of it, [`crate::proof`]).
     ///
     /// `parallelism` is the cluster's task slot count when known: stages are
     /// then planned with that many partitions
@@ -327,6 +328,10 @@ impl SessionFactory {
                 "authorization".to_owned(),
                 format!("Bearer {token}"),
             )]));
+            // Result fetches through the scheduler's Flight proxy carry no
+            // metadata, only what the endpoint sets: a proof of the token.
+            let fetch = crate::proof::Proof::derive(crate::proof::ProofKind::ResultFetch, token);
+            config = config.with_ballista_override_create_grpc_client_endpoint(fetch.endpoint_override());
         }
         config
             .options_mut()

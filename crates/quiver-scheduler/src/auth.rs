@@ -9,7 +9,8 @@
 //! configured they must carry its proof instead
 //! ([`quiver_core::cluster_secret`]). Arrow Flight passes this layer:
 //! [`crate::flight`] checks the token on every Flight SQL call itself, since
-//! result fetches share its gRPC service.
+//! result fetches share its gRPC service; those fetches (Ballista's, which
+//! carry no metadata) must carry a proof of the token in their user agent.
 //!
 //! The token is never logged or shown, and never compared as itself: the
 //! scheduler keeps its SHA-256 digest and compares digests in constant time,
@@ -25,6 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use quiver_core::api::ErrorBody;
 use quiver_core::cluster_secret::ClusterSecret;
+use quiver_core::proof::{Proof, ProofKind};
 use quiver_core::secret::Digest;
 
 /// Name of the cookie the UI login sets.
@@ -46,6 +48,9 @@ pub struct Auth {
     session: Option<(String, Digest)>,
     /// What executor calls must carry.
     cluster: Option<ClusterSecret>,
+    /// What result fetches through the Flight proxy must carry: a proof of
+    /// the token ([`quiver_core::proof`]).
+    fetch: Option<Proof>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -77,6 +82,7 @@ impl Auth {
         Self {
             token: Some(Digest::of(&[token.as_bytes()])),
             session: Some((session, session_digest)),
+            fetch: Some(Proof::derive(ProofKind::ResultFetch, &token)),
             cluster: None,
         }
     }
@@ -103,6 +109,16 @@ impl Auth {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ua| secret.accepts_user_agent(ua)),
+        }
+    }
+
+    /// True when a result fetch through the Flight proxy with this user
+    /// agent may proceed: no token is required, or it carries the token's
+    /// proof (Quiver's clients send it when given the token).
+    pub fn admits_fetch(&self, user_agent: Option<&str>) -> bool {
+        match &self.fetch {
+            None => true,
+            Some(proof) => user_agent.is_some_and(|ua| proof.accepts_user_agent(ua)),
         }
     }
 

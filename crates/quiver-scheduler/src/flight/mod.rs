@@ -201,9 +201,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl FlightSqlService for QuiverFlight {
     type FlightService = QuiverFlight;
 
-    /// Result fetches through the proxy; nothing else reaches here. The proxy
-    /// connects only to this cluster's alive executors, never to whatever
-    /// host a ticket names.
+    /// Result fetches through the proxy; nothing else reaches here. With a
+    /// token, a fetch must carry its proof; the proxy connects only to this
+    /// cluster's alive executors, never to whatever host a ticket names.
     async fn do_get_fallback(&self, request: Request<Ticket>, message: Any) -> Result<Response<DataStream>, Status> {
         use ballista_core::serde::protobuf::action::ActionType;
         let action = ballista_core::serde::protobuf::Action::decode(request.get_ref().ticket.clone()).ok();
@@ -214,6 +214,14 @@ impl FlightSqlService for QuiverFlight {
                 message.type_url
             )));
         };
+        let user_agent = request.metadata().get("user-agent").and_then(|v| v.to_str().ok());
+        if !self.auth.admits_fetch(user_agent) {
+            tracing::warn!(job = %fetch.job_id, "result fetch refused: no proof of the access token");
+            return Err(Status::unauthenticated(
+                "this scheduler requires an access token for result fetches: Quiver's clients given the token \
+                 (QUIVER_TOKEN) prove it on every fetch; other clients read results over Flight SQL or REST",
+            ));
+        }
         if !self.jobs.is_executor_flight_address(&fetch.host, fetch.port).await {
             tracing::warn!(host = %fetch.host, port = fetch.port, job = %fetch.job_id, "result fetch refused: not an executor of this cluster");
             return Err(Status::permission_denied(format!(

@@ -168,6 +168,51 @@ fn an_executors_flight_port_answers_only_its_cluster() {
     run.ok();
 }
 
+/// With a token, the result proxy serves only fetches that prove it: a
+/// client without the token gets UNAUTHENTICATED even for a ticket naming a
+/// real executor, while `quiver sql` given the token gets its rows.
+#[test]
+fn the_result_proxy_needs_the_token_when_the_scheduler_has_one() {
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    crate::data::upload_sample(&s3, "lake");
+    let token = "proxy-test-token-8c41";
+    let cluster = crate::harness::Cluster::start(
+        &s3,
+        crate::harness::ClusterOptions {
+            token: Some(token.into()),
+            ..Default::default()
+        },
+    );
+    let executor = cluster.executors_alive().into_iter().next().expect("an alive executor");
+
+    let status = fetch_partition(&cluster.url, &executor.host, executor.port)
+        .expect("the proxy answered a fetch without the token's proof");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    assert!(status.message().contains("access token"), "{status}");
+    // Another proof (the cluster secret's kind, from the same token) is no
+    // proof of the token.
+    let wrong = quiver_core::proof::Proof::derive(quiver_core::proof::ProofKind::Executor, token);
+    let status = fetch_partition_as(&cluster.url, &executor.host, executor.port, Some(&wrong.user_agent()))
+        .expect("the proxy answered a fetch with another kind of proof");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    // The token's proof passes the proxy (the job in the ticket does not exist).
+    let proof = quiver_core::proof::Proof::derive(quiver_core::proof::ProofKind::ResultFetch, token);
+    let status = fetch_partition_as(&cluster.url, &executor.host, executor.port, Some(&proof.user_agent()));
+    assert!(
+        status.as_ref().is_none_or(|s| s.code() != tonic::Code::Unauthenticated),
+        "{status:?}"
+    );
+
+    // Quiver's client, given the token, fetches its rows through the proxy.
+    let run = cluster.sql(
+        &format!("{}SELECT count(*) AS n FROM orders_csv", crate::data::ddl("lake")),
+        &["--format", "csv"],
+    );
+    run.ok();
+    assert!(run.stdout.contains(&crate::data::ORDERS.to_string()), "{}", run.stdout);
+}
+
 /// An empty token file would leave the scheduler open while its operator
 /// believes it closed: it is a start-up error.
 #[test]
@@ -385,6 +430,11 @@ fn an_executor_without_the_cluster_secret_cannot_join() {
 /// `host:port`, as a client without the cluster secret; the error it got,
 /// or `None` when it was answered.
 fn fetch_partition(url: &str, host: &str, port: u16) -> Option<tonic::Status> {
+    fetch_partition_as(url, host, port, None)
+}
+
+/// [`fetch_partition`], with `user_agent` on the call when given.
+fn fetch_partition_as(url: &str, host: &str, port: u16, user_agent: Option<&str>) -> Option<tonic::Status> {
     use arrow_flight::Ticket;
     use arrow_flight::flight_service_client::FlightServiceClient;
     use ballista_core::serde::protobuf::action::ActionType;
@@ -404,11 +454,11 @@ fn fetch_partition(url: &str, host: &str, port: u16) -> Option<tonic::Status> {
     }
     .encode_to_vec();
     crate::harness::block_on(async {
-        let channel = tonic::transport::Channel::from_shared(url.to_owned())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let mut endpoint = tonic::transport::Channel::from_shared(url.to_owned()).unwrap();
+        if let Some(agent) = user_agent {
+            endpoint = endpoint.user_agent(agent.to_owned()).unwrap();
+        }
+        let channel = endpoint.connect().await.unwrap();
         let mut client = FlightServiceClient::new(channel);
         match client.do_get(Ticket { ticket: ticket.into() }).await {
             Ok(response) => response.into_inner().message().await.err(),
