@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use quiver_core::api::{JobState, SubmitJob};
 
 use crate::harness::{Cluster, ClusterOptions, S3Server};
+use crate::tally::Tally;
 
 /// A two-stage query whose answer tells which job it was: `n * 1000 + 20`
 /// (20 orders on the first day).
@@ -73,10 +74,14 @@ fn twenty_jobs_at_once_short_jobs_beside_a_long_one_and_a_full_queue() {
             .collect();
         clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
     });
+    let mut tally = Tally::new("concurrency");
     for (n, id) in &ids {
         let job = cluster.wait_job(id, Duration::from_secs(300));
+        tally.job(job.summary.state == JobState::Succeeded);
         assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
-        assert_eq!(cluster.result_column(id, "v")[0], n * 1000 + 20, "job {id}");
+        let v = cluster.result_column(id, "v")[0];
+        tally.answer(v == n * 1000 + 20);
+        assert_eq!(v, n * 1000 + 20, "job {id}");
     }
     let burst = started.elapsed();
 
@@ -126,6 +131,11 @@ fn twenty_jobs_at_once_short_jobs_beside_a_long_one_and_a_full_queue() {
         let _ = cluster.post(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}));
     }
 
+    // The refused submission is the fault: the queue overflowed.
+    tally.faults = 1;
+    tally.panics = cluster.logs().matches("panicked at").count() as u64;
+    tally.record();
+    assert_eq!(tally.panics, 0, "{}", cluster.logs());
     eprintln!(
         "concurrency: 20 jobs from 4 clients all right in {:.1}s; a short job took {:.2}s alone and {:.2}s \
          beside a long one (medians of 3); refused after {} queued with HTTP {status}",

@@ -26,6 +26,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::harness::{ACCESS_KEY, Cluster, ClusterOptions, S3Server, SECRET_KEY, block_on};
+use crate::tally::Tally;
 
 const BUCKET: &str = "fuzz";
 /// Rows of the two tables the queries read.
@@ -702,6 +703,17 @@ fn random_sql_and_damaged_files_get_an_answer_never_a_panic() {
         broken.len(),
         started.elapsed().as_secs_f64()
     );
+    let mut tally = Tally::new("fuzz");
+    tally.faults = sql_cases + file_cases;
+    for _ in &answers {
+        tally.job(true);
+    }
+    for _ in &broken {
+        tally.job(false);
+    }
+    tally.panics =
+        process_panics as u64 + broken.iter().filter(|(_, _, b)| matches!(b, Broken::Panic(_))).count() as u64;
+    tally.record();
     let mut problems: Vec<String> = broken
         .iter()
         .map(|(label, sql, b)| match b {

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use quiver_core::api::{JobDetail, JobState};
 
 use crate::harness::{Cluster, ClusterOptions, S3Server};
+use crate::tally::Tally;
 
 /// Rows of the test table: about 32 MB of CSV, as much again in memory.
 const ROWS: u64 = 600_000;
@@ -63,6 +64,8 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     let csv = cluster.dir.join("t.csv");
     write_table(&csv);
     let wait = std::time::Duration::from_secs(600);
+    // Every query below needs more memory than the limit: a fault each.
+    let mut tally = Tally::new("memory_limit");
 
     // A full sort of every row (a window over the whole table), and a group
     // per row: each spills and answers one value per row of the table.
@@ -82,8 +85,12 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     ] {
         let id = cluster.submit_rest(&script(&csv, sql), name);
         let job = cluster.wait_job(&id, wait);
+        tally.faults += 1;
+        tally.job(job.summary.state == JobState::Succeeded);
         assert_eq!(job.summary.state, JobState::Succeeded, "{name}: {:?}", job.summary);
-        assert_eq!(cluster.result_column(&id, column)[0], ROWS, "{name}");
+        let answer = cluster.result_column(&id, column)[0];
+        tally.answer(answer == ROWS);
+        assert_eq!(answer, ROWS, "{name}");
         assert!(spills(&job, operator) > 0, "the {name} did not spill");
     }
 
@@ -93,8 +100,10 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
         "join",
     );
     let job = cluster.wait_job(&id, wait);
+    let error = job.summary.error.clone().unwrap_or_default();
+    tally.faults += 1;
+    tally.job(job.summary.state == JobState::Failed && error.contains("hint: a hash join"));
     assert_eq!(job.summary.state, JobState::Failed, "{:?}", job.summary);
-    let error = job.summary.error.unwrap_or_default();
     assert!(
         error.contains("Failed to allocate") && error.contains("hint: a hash join"),
         "{error}"
@@ -106,5 +115,7 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     let job = cluster.wait_job(&id, wait);
     assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
     assert_eq!(cluster.result_column(&id, "n")[0], 10);
-    assert!(!cluster.logs().contains("panicked at"), "{}", cluster.logs());
+    tally.panics = cluster.logs().matches("panicked at").count() as u64;
+    tally.record();
+    assert_eq!(tally.panics, 0, "{}", cluster.logs());
 }

@@ -14,6 +14,7 @@ use quiver_core::api::{ExecutorInfo, ExecutorState, JobDetail, JobState};
 use serde_json::Value;
 
 use crate::harness::{free_port, quiver_bin, wait_for};
+use crate::tally::Tally;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -328,6 +329,10 @@ fn the_stack_runs_jobs_over_s3_survives_an_executor_kill_scales_and_keeps_histor
         std::thread::sleep(Duration::from_millis(500));
     };
     let recovered_after = killed_at.elapsed();
+    let mut tally = Tally::new("stack_docker_kill");
+    tally.faults = 1;
+    tally.recovery(recovered_after);
+    tally.job(finished.summary.state == JobState::Succeeded);
     assert_eq!(finished.summary.state, JobState::Succeeded, "{:?}", finished.summary);
     let rows: Value = stack.get(&format!("/api/v1/jobs/{slow_id}/result"));
     let counts: Vec<u64> = rows["rows"]
@@ -336,6 +341,8 @@ fn the_stack_runs_jobs_over_s3_survives_an_executor_kill_scales_and_keeps_histor
         .iter()
         .map(|r| r["n"].as_u64().unwrap())
         .collect();
+    tally.answer(counts == [4_320_000, 4_320_000, 4_320_000]);
+    tally.record();
     assert_eq!(counts, [4_320_000, 4_320_000, 4_320_000], "{rows}");
 
     // Scale to three: the killed one comes back and a new one joins.
