@@ -55,9 +55,9 @@ def query_list(spec):
 
 
 class Side:
-    def __init__(self, tag, binary, conf, work, s3_env):
+    def __init__(self, tag, binary, conf, work, s3_env, data):
         self.tag, self.binary, self.conf, self.work, self.s3_env = tag, binary, conf, work, s3_env
-        self.servers, self.port = start_cluster(binary, tag, work, s3_env)
+        self.servers, self.port = start_cluster(binary, tag, work, s3_env, data=data)
 
     def time(self, name, sql):
         """Seconds the client reported for one run of `sql` and its answer's rows, or (None, None) when it failed."""
@@ -115,9 +115,11 @@ def main():
             server, s3_env = start_s3(args.data, work)
             servers.append(server)
             location = "s3://tpch"
-        sides = [Side("A", args.a, args.a_conf, work, s3_env), Side("B", args.b, args.b_conf, work, s3_env)]
+        # Local data must be allowed explicitly: a cluster refuses local paths otherwise.
+        local = None if args.s3 else os.path.abspath(args.data)
+        sides = [Side("A", args.a, args.a_conf, work, s3_env, local), Side("B", args.b, args.b_conf, work, s3_env, local)]
         pre = prelude(location)
-        rows, totals, differ, unchecked = [], {"A": 0.0, "B": 0.0}, [], []
+        rows, totals, differ, unchecked, failed = [], {"A": 0.0, "B": 0.0}, [], [], []
         for q in query_list(args.queries):
             sql = {tag: pre + query_text(q, dirs).strip().rstrip(";") + ";\n"
                    for tag, dirs in (("A", [QUERIES]), ("B", [args.b_queries, QUERIES]))}
@@ -131,6 +133,7 @@ def main():
                         times[side.tag].append(t)
             if not times["A"] or not times["B"]:
                 rows.append(f"| q{q} | failed | failed | – |")
+                failed.append(f"q{q}")
                 continue
             mark = ""
             if answers.get("A") is not None and answers.get("B") is not None:
@@ -172,6 +175,7 @@ def main():
             ("✗: the sides' answers differ: " + "; ".join(differ) + "." if differ
              else "Both sides gave the same answers (row counts, values to 0.01)."),
             *([f"Not compared (a warm-up run failed): {', '.join(unchecked)}."] if unchecked else []),
+            *([f"✗ Failed on a side (not in the totals): {', '.join(failed)}."] if failed else []),
         ]
         report = "\n".join(lines) + "\n"
         print(report)
@@ -179,6 +183,8 @@ def main():
             os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
             with open(args.out, "w") as f:
                 f.write(report)
+        if failed or differ:
+            raise SystemExit("the A/B is not valid: " + "; ".join(differ + [f"{q} failed" for q in failed]))
     finally:
         for s in sides:
             s.stop()
