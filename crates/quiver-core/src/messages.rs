@@ -95,7 +95,9 @@ pub fn is_decode_error(message: &str) -> bool {
 
 /// What to do about an operator that ran out of memory, when `message` says
 /// one did. Sorts and aggregations spill to disk; a hash join's build side
-/// cannot, so it must fit.
+/// cannot, so it must fit, or the join must be a sort-merge join: Ballista's
+/// adaptive planner chooses one when a build partition is larger than
+/// `ballista.optimizer.hash_join_max_build_partition_bytes` (64 MiB).
 pub fn memory_hint(message: &str) -> Option<&'static str> {
     let out_of_memory = [
         "Failed to allocate additional",
@@ -108,8 +110,10 @@ pub fn memory_hint(message: &str) -> Option<&'static str> {
         None
     } else if message.contains("HashJoin") {
         Some(
-            "a hash join keeps its smaller side in memory and cannot spill it to disk: give the executors \
-             more memory (--memory-limit), or more executors or slots so each partition holds less",
+            "a hash join keeps its smaller side in memory and cannot spill it to disk: \
+             SET ballista.optimizer.hash_join_max_build_partition_bytes below each task's share of the \
+             executors' --memory-limit to make such joins sort-merge joins, which spill; or give the executors \
+             more memory, or more executors or slots so each partition holds less",
         )
     } else {
         Some("the query needs more memory than an executor's --memory-limit allows, even spilling to disk: raise it")

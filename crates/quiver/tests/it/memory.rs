@@ -1,7 +1,8 @@
 //! An executor under `--memory-limit` with data larger than the limit: the
 //! sort and the aggregation spill to disk and give the right answers; a hash
 //! join, which cannot spill its build side, fails with an out-of-memory
-//! message and a hint, and the executor lives on.
+//! message and a hint, the same join as a sort-merge join (the hint's
+//! setting) spills and answers right, and the executor lives on.
 
 use std::fmt::Write as _;
 
@@ -51,7 +52,7 @@ fn spills(job: &JobDetail, operator: &str) -> u64 {
 }
 
 #[test]
-fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_join_that_cannot_fit() {
+fn an_executor_under_a_memory_limit_spills_sorts_aggregates_and_sort_merge_joins_and_survives_a_hash_join() {
     let s3 = S3Server::start();
     let cluster = Cluster::start(
         &s3,
@@ -107,6 +108,39 @@ fn an_executor_under_a_memory_limit_spills_sorts_and_aggregates_and_survives_a_j
     assert!(
         error.contains("Failed to allocate") && error.contains("hint: a hash join"),
         "{error}"
+    );
+
+    // The same join as a sort-merge join, which Ballista's adaptive planner
+    // chooses when a build partition is larger than the setting the hint
+    // names: its sorts spill and it answers one pair per row. Its two sorts
+    // run at once, each keeping a reservation for merging its spills (10 MB
+    // by default): under a 32 MiB pool they keep less.
+    let id = cluster.submit_rest(
+        &script(
+            &csv,
+            "SET ballista.optimizer.hash_join_max_build_partition_bytes = '1048576';\n\
+             SET datafusion.execution.sort_spill_reservation_bytes = '1048576';\n\
+             SELECT count(*) AS pairs FROM t a JOIN t b ON a.s = b.s;",
+        ),
+        "sort-merge join",
+    );
+    let job = cluster.wait_job(&id, wait);
+    tally.faults += 1;
+    tally.job(job.summary.state == JobState::Succeeded);
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    let pairs = cluster.result_column(&id, "pairs")[0];
+    tally.answer(pairs == ROWS);
+    assert_eq!(pairs, ROWS, "sort-merge join");
+    let plans: String = job
+        .queries
+        .iter()
+        .flat_map(|q| q.stages.iter())
+        .map(|s| s.plan.as_str())
+        .collect();
+    assert!(plans.contains("SortMergeJoin"), "not a sort-merge join:\n{plans}");
+    assert!(
+        spills(&job, "SortExec") + spills(&job, "SortMergeJoin") > 0,
+        "the join did not spill:\n{plans}"
     );
 
     // The executor is still there and runs the next job.
