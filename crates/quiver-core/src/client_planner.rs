@@ -13,12 +13,18 @@
 //! * A `COPY ... TO` a relative local path writes where one process would:
 //!   relative to the client's working directory, not the scheduler's
 //!   ([`anchor_copy_target`]).
+//! * A `COPY ... TO`'s `OPTIONS` travel inside its file format: the plan
+//!   format keeps the format but not the options, so on a cluster
+//!   `'format.has_header' 'false'`, a delimiter or a Parquet compression
+//!   were dropped and the file written with the defaults
+//!   ([`carry_copy_options`]).
 //! * An empty relation with columns (what `WHERE FALSE` or a join with an
 //!   empty side becomes) keeps its columns on the way to the scheduler: the
 //!   plan format carries only whether it yields a row, so the scheduler
 //!   read a relation without columns and refused the plan ("No field named
 //!   y.s"). It travels as an empty in-memory table ([`carry_empty_relations`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,6 +35,10 @@ use datafusion::catalog::default_table_source::{provider_as_source, source_as_pr
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
 use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::csv::{CsvFormat, CsvFormatFactory};
+use datafusion::datasource::file_format::json::{JsonFormat, JsonFormatFactory};
+use datafusion::datasource::file_format::parquet::{ParquetFormat, ParquetFormatFactory};
+use datafusion::datasource::file_format::{FileFormatFactory, file_type_to_format, format_as_file_type};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
@@ -86,6 +96,56 @@ pub fn anchor_copy_target(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
     }
     let mut copy = copy.clone();
     copy.output_url = absolute;
+    Ok(Some(LogicalPlan::Copy(copy)))
+}
+
+/// `plan` with a `COPY ... TO`'s format options (`OPTIONS ('format.delimiter'
+/// '|')`, ...) applied to its file format, as the single-node planner applies
+/// them, so that they reach the process that writes; `None` when there is
+/// nothing to carry (no options, or a format without options).
+///
+/// ```
+/// # use datafusion::prelude::SessionContext;
+/// # #[tokio::main] async fn main() {
+/// use datafusion::datasource::file_format::csv::CsvFormatFactory;
+/// use datafusion::datasource::file_format::file_type_to_format;
+/// use datafusion::logical_expr::LogicalPlan;
+/// use quiver_core::client_planner::carry_copy_options;
+/// let ctx = SessionContext::new();
+/// let sql = "COPY (SELECT 1) TO 'out.csv' STORED AS CSV OPTIONS ('format.has_header' 'false')";
+/// let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+/// let Some(LogicalPlan::Copy(copy)) = carry_copy_options(&plan, &ctx.state()).unwrap() else { panic!() };
+/// let factory = file_type_to_format(&copy.file_type).unwrap();
+/// let csv = factory.downcast_ref::<CsvFormatFactory>().unwrap();
+/// assert_eq!(csv.options.as_ref().unwrap().has_header, Some(false));
+/// # }
+/// ```
+pub fn carry_copy_options(plan: &LogicalPlan, session: &dyn Session) -> Result<Option<LogicalPlan>> {
+    let LogicalPlan::Copy(copy) = plan else {
+        return Ok(None);
+    };
+    // What the single-node planner hands the format (the rest is the sink's).
+    let format_options: HashMap<String, String> = copy
+        .options
+        .iter()
+        .filter(|(k, _)| k.as_str() != "single_file_output")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if format_options.is_empty() {
+        return Ok(None);
+    }
+    let format = file_type_to_format(&copy.file_type)?.create(session, &format_options)?;
+    let carried: Arc<dyn FileFormatFactory> = if let Some(csv) = format.downcast_ref::<CsvFormat>() {
+        Arc::new(CsvFormatFactory::new_with_options(csv.options().clone()))
+    } else if let Some(json) = format.downcast_ref::<JsonFormat>() {
+        Arc::new(JsonFormatFactory::new_with_options(json.options().clone()))
+    } else if let Some(parquet) = format.downcast_ref::<ParquetFormat>() {
+        Arc::new(ParquetFormatFactory::new_with_options(parquet.options().clone()))
+    } else {
+        return Ok(None);
+    };
+    let mut copy = copy.clone();
+    copy.file_type = format_as_file_type(carried);
     Ok(Some(LogicalPlan::Copy(copy)))
 }
 
@@ -184,10 +244,11 @@ impl QueryPlanner for ClientQueryPlanner {
                     .create_physical_plan(logical_plan, session)
                     .await
             }
-            LogicalPlan::Copy(_) => match anchor_copy_target(logical_plan)? {
-                Some(anchored) => self.on_cluster(&anchored, session).await,
-                None => self.on_cluster(logical_plan, session).await,
-            },
+            LogicalPlan::Copy(_) => {
+                let plan = anchor_copy_target(logical_plan)?.unwrap_or_else(|| logical_plan.clone());
+                let plan = carry_copy_options(&plan, session)?.unwrap_or(plan);
+                self.on_cluster(&plan, session).await
+            }
             _ => self.on_cluster(logical_plan, session).await,
         }
     }

@@ -20,10 +20,12 @@ use arrow::datatypes::{IntervalMonthDayNano, Schema, SchemaRef};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::parsers::CsvQuoteStyle;
 use datafusion::common::{DataFusionError, Result, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::file_format::csv::CsvFormatFactory;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::execution::TaskContext;
 use datafusion::functions_table::generate_series::{
@@ -153,6 +155,23 @@ impl QuiverLogicalCodec {
             .ok_or_else(|| codec_err("a pattern table", "expected a listing table"))?;
         Ok(Arc::new(GlobTable::new(listing, header.locations)?))
     }
+}
+
+/// `csv` with its quote style's `Always` and `Necessary` swapped. DataFusion
+/// 55 writes a CSV format's quote style into the plan as the discriminant of
+/// `CsvQuoteStyle` (`Always` = 0, `Necessary` = 1) and reads it back as the
+/// plan format's enum (`Necessary` = 0, `Always` = 1), so the two traded
+/// places on the way and a `COPY ... TO` a CSV file quoted every field.
+/// Swapped before encoding, they arrive as meant (`tests/slt/writes.slt`).
+fn csv_quote_style_swapped(csv: &CsvFormatFactory) -> CsvFormatFactory {
+    // DataFusion encodes a factory without options as the default options.
+    let mut options = csv.options.clone().unwrap_or_default();
+    options.quote_style = match options.quote_style {
+        CsvQuoteStyle::Always => CsvQuoteStyle::Necessary,
+        CsvQuoteStyle::Necessary => CsvQuoteStyle::Always,
+        other => other,
+    };
+    CsvFormatFactory::new_with_options(options)
 }
 
 /// A memory table's partitions as one Arrow IPC stream after a header.
@@ -436,6 +455,10 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
     }
 
     fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
+        let node = match node.downcast_ref::<CsvFormatFactory>() {
+            Some(csv) => Arc::new(csv_quote_style_swapped(csv)),
+            None => node,
+        };
         self.inner.try_encode_file_format(buf, node)
     }
 
