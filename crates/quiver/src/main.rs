@@ -15,9 +15,19 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Stack of each runtime thread. Planning a query and encoding or decoding
+/// its plan recurse once per plan node, and a plan joining many tables (the
+/// Join Order Benchmark's queries in DataFusion's corpus join up to 17)
+/// overflowed tokio's 2 MiB default and aborted the scheduler.
+const THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 fn main() -> ExitCode {
     let cli = cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("quiver: cannot start the async runtime: {e}");
