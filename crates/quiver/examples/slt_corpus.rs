@@ -57,9 +57,18 @@ struct Args {
     /// read and write paths relative to it.
     #[arg(long)]
     work: PathBuf,
-    /// Time allowed for each file on each side.
+    /// Time allowed for each file on each side, plus `--seconds-per-record`
+    /// for each of its records.
     #[arg(long, default_value = "300")]
     timeout_secs: u64,
+    /// Time allowed for each record of a file on top of `--timeout-secs`: a
+    /// query on a cluster is a distributed job, and the largest files hold
+    /// more than a thousand.
+    #[arg(long, default_value = "0.3")]
+    seconds_per_record: f64,
+    /// Print the corpus's files, one per line, and run nothing.
+    #[arg(long)]
+    list: bool,
     /// Files to run, relative to `test_files/` (e.g. `aggregate.slt`,
     /// `spark/math/abs.slt`); all of them when empty.
     files: Vec<String>,
@@ -331,14 +340,25 @@ async fn main() -> Result<()> {
     } else {
         args.files.clone()
     };
-    let limit = Duration::from_secs(args.timeout_secs);
+    if args.list {
+        for file in files {
+            println!("{file}");
+        }
+        return Ok(());
+    }
     for file in files {
         let path = test_files.join(&file);
         if !path.is_file() {
             bail!("{} is not a file of the corpus", path.display());
         }
+        let records = parse_file::<DFColumnType>(&path).map_or(0, |r| r.len());
+        let limit = Duration::from_secs(args.timeout_secs)
+            + Duration::from_secs_f64(args.seconds_per_record.max(0.0) * records as f64);
         let relative = PathBuf::from(&file);
+        // Which side is running, for a caller whose runner died mid-file.
+        eprintln!("slt_corpus: reference {file}");
         let reference = timed(limit, reference(&relative, &path)).await;
+        eprintln!("slt_corpus: cluster {file}");
         let cluster = timed(limit, cluster(&args, &relative, &path)).await;
         let line = serde_json::to_string(&FileReport {
             file,

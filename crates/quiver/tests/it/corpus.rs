@@ -18,8 +18,9 @@
 //! `results.tsv` and the reasons in `expected.toml`, without running.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -50,7 +51,7 @@ fn expected() -> Expected {
 
 /// The corpus crate's directory in cargo's registry and its version, from `cargo metadata`.
 fn corpus_source() -> (PathBuf, String) {
-    let out = Command::new(env!("CARGO"))
+    let out = cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -85,10 +86,37 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `cargo`, without the variables cargo sets for a test (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, ...): a build script that asks to be re-run when one
+/// of them changes (ring's does) would otherwise be re-run, and every crate
+/// above it rebuilt, once by this cargo and again by the next `cargo test`.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || key == "OUT_DIR";
+        if set_for_tests {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
+}
+
 /// The runner, built now if `cargo test` did not build examples (e.g. `--test it`).
+/// Built with the workspace's features, as `cargo test --workspace` (the
+/// suite) builds it, so that nothing is built twice.
 fn runner_bin() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "quiver", "--example", "slt_corpus"])
+    let status = cargo()
+        .args(["build", "--quiet", "--workspace", "--example", "slt_corpus"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("running cargo build --example slt_corpus");
@@ -305,51 +333,122 @@ fn categorize(r: &Row, expected: &Expected) -> Category {
     }
 }
 
+/// Parses one line of the runner's output.
+fn file_result(line: &str) -> FileResult {
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let seconds = |side: &Value| side["seconds"].as_f64().unwrap_or(0.0);
+    FileResult {
+        file: v["file"].as_str().unwrap().to_owned(),
+        reference: Side::from_json(&v["reference"]),
+        cluster: Side::from_json(&v["cluster"]),
+        records: v["reference"]["records"].as_u64().unwrap_or(0),
+        seconds: (seconds(&v["reference"]), seconds(&v["cluster"])),
+    }
+}
+
+/// The outcome of a file the runner died on (a crash or the kernel's
+/// out-of-memory killer), on the side it was running, so that one file
+/// cannot end the run.
+fn died_on(file: &str, stderr: &str, status: std::process::ExitStatus) -> FileResult {
+    let died = format!("the runner died while running this file ({status})");
+    let on_cluster = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("slt_corpus: "))
+        .is_some_and(|l| l == format!("cluster {file}"));
+    let (reference, cluster) = if on_cluster {
+        (Side::Pass, Side::Fail(BTreeMap::from([(0, died)])))
+    } else {
+        (
+            Side::Fail(BTreeMap::from([(0, died)])),
+            Side::Skipped("the runner died on the reference side".to_owned()),
+        )
+    };
+    FileResult {
+        file: file.to_owned(),
+        reference,
+        cluster,
+        records: 0,
+        seconds: (0.0, 0.0),
+    }
+}
+
+/// Runs `files` (every file of the corpus when empty) through the runner,
+/// starting it again after the file it died on, if it dies.
 fn run_corpus(source: &Path, files: &[String]) -> Vec<FileResult> {
     let s = shared();
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join("sqllogictest");
     copy_dir(&source.join("test_files"), &copy.join("test_files"));
     copy_dir(&source.join("data"), &copy.join("data"));
-    let mut cmd = Command::new(runner_bin());
-    cmd.args(["--scheduler", &s.cluster.url])
-        .arg("--work")
-        .arg(&copy)
-        .args(["--timeout-secs", "60"])
-        .args(files)
-        .env_remove("QUIVER_SCHEDULER")
-        .env("RUST_LOG", "off");
-    if let Some(token) = &s.cluster.token {
-        cmd.env("QUIVER_TOKEN", token);
-    }
-    let out = cmd.output().expect("running slt_corpus");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let runner = |files: &[String]| {
+        let mut cmd = Command::new(runner_bin());
+        cmd.args(["--scheduler", &s.cluster.url])
+            .arg("--work")
+            .arg(&copy)
+            .args(["--timeout-secs", "60"])
+            .args(files)
+            .env_remove("QUIVER_SCHEDULER")
+            .env("RUST_LOG", "off");
+        if let Some(token) = &s.cluster.token {
+            cmd.env("QUIVER_TOKEN", token);
+        }
+        cmd
+    };
+    let mut remaining: Vec<String> = if files.is_empty() {
+        let out = runner(&[]).arg("--list").output().expect("running slt_corpus --list");
+        assert!(
+            out.status.success(),
+            "slt_corpus --list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        files.to_vec()
+    };
     // Every failing record of every file, for sorting the failures into
-    // classes (the report keeps only the first per file).
-    let raw = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slt-corpus.jsonl");
-    if std::fs::write(&raw, stdout.as_bytes()).is_ok() {
-        eprintln!("slt_corpus's output, every failing record: {}", raw.display());
+    // classes (the report keeps only the first per file); written as the
+    // run goes.
+    let raw_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slt-corpus.jsonl");
+    let mut raw = std::fs::File::create(&raw_path).unwrap();
+    eprintln!("slt_corpus's output, every failing record: {}", raw_path.display());
+    let stderr_path = work.path().join("runner.stderr");
+    let mut results = Vec::new();
+    while !remaining.is_empty() {
+        let mut child = runner(&remaining)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("running slt_corpus");
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.expect("reading slt_corpus's output");
+            writeln!(raw, "{line}").unwrap();
+            let result = file_result(&line);
+            remaining.retain(|f| *f != result.file);
+            results.push(result);
+        }
+        let status = child.wait().expect("waiting for slt_corpus");
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if status.success() {
+            assert!(
+                remaining.is_empty(),
+                "slt_corpus ended without reporting on {remaining:?}:\n{stderr}"
+            );
+            break;
+        }
+        let Some(file) = remaining.first().cloned() else { break };
+        assert!(
+            stderr.contains(&format!(" {file}\n")),
+            "slt_corpus failed ({status}) before running {file}:\n{stderr}"
+        );
+        eprintln!("slt_corpus died on {file} ({status}); going on after it");
+        remaining.remove(0);
+        results.push(died_on(&file, &stderr, status));
     }
-    assert!(
-        out.status.success(),
-        "slt_corpus failed ({}):\n{}\n{stdout}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            let seconds = |side: &Value| side["seconds"].as_f64().unwrap_or(0.0);
-            FileResult {
-                file: v["file"].as_str().unwrap().to_owned(),
-                reference: Side::from_json(&v["reference"]),
-                cluster: Side::from_json(&v["cluster"]),
-                records: v["reference"]["records"].as_u64().unwrap_or(0),
-                seconds: (seconds(&v["reference"]), seconds(&v["cluster"])),
-            }
-        })
-        .collect()
+    results
 }
 
 /// Rewrites `REPORT.md` and `results.tsv` from a run over the whole corpus.
