@@ -381,8 +381,9 @@ fn run_corpus(source: &Path, files: &[String]) -> Vec<FileResult> {
     let copy = work.path().join("sqllogictest");
     copy_dir(&source.join("test_files"), &copy.join("test_files"));
     copy_dir(&source.join("data"), &copy.join("data"));
+    let bin = runner_bin();
     let runner = |files: &[String]| {
-        let mut cmd = Command::new(runner_bin());
+        let mut cmd = Command::new(&bin);
         cmd.args(["--scheduler", &s.cluster.url])
             .arg("--work")
             .arg(&copy)
