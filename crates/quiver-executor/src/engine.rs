@@ -17,6 +17,12 @@
 //! `Dictionary(UInt16, Utf8)` as `Utf8`); [`conform_shuffle_reads`] gives
 //! them their declared types back ([`quiver_core::conform`]).
 //!
+//! An aggregate over the one empty grouping set (`GROUP BY GROUPING SETS
+//! (())`) arrives with no grouping set at all: the plan format flattens the
+//! sets' null masks into one list, and an empty set leaves nothing in it.
+//! Such an aggregate yields no row, where it must yield one group over all
+//! rows; [`restore_empty_grouping_set`] gives the set back.
+//!
 //! Each stage's executor is wrapped in a [`TaskErrors`], so a failing
 //! task's error reaches the client in a form it can rebuild.
 //!
@@ -42,6 +48,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::prelude::SessionConfig;
 use quiver_core::conform::{ConformExec, has_dictionary};
@@ -153,9 +160,9 @@ impl ExecutionEngine for QuiverExecutionEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
-        let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(restore_compression(
-            plan,
-        )?)?)?)?;
+        let plan = restore_compression(plan)?;
+        let plan = restore_empty_grouping_set(plan)?;
+        let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(plan)?)?)?;
         let stage = self.inner.create_query_stage_exec(
             job_id,
             stage_id,
@@ -205,6 +212,37 @@ pub fn compact_shuffle_input(stage: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
         vec![compacted],
         ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
     )
+}
+
+/// Gives back the one empty grouping set of `GROUP BY GROUPING SETS (())`
+/// aggregates that lost it on the way (see the [module docs](self)).
+///
+/// A grouping-set aggregate without grouping expressions can only have come
+/// from empty sets; with no set left it would emit no row, even over a
+/// non-empty input. One set is restored: `GROUPING SETS ((), ())` is the
+/// only query that loses more, and it loses its duplicate group either way.
+pub fn restore_empty_grouping_set(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let group_by = agg.group_expr();
+        if !(group_by.has_grouping_set() && group_by.expr().is_empty() && group_by.groups().is_empty()) {
+            return Ok(Transformed::no(node));
+        }
+        let restored = PhysicalGroupBy::new(vec![], vec![], vec![vec![]], true);
+        let repaired = AggregateExec::try_new(
+            *agg.mode(),
+            restored,
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            Arc::clone(agg.input()),
+            agg.input_schema(),
+        )?
+        .with_limit_options(agg.limit_options());
+        Ok(Transformed::yes(Arc::new(repaired) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
 }
 
 /// The compression a file name says it has.
@@ -259,6 +297,44 @@ pub fn restore_compression(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_empty_grouping_set_survives_the_trip_to_an_executor() -> Result<()> {
+        use datafusion::arrow::util::pretty::pretty_format_batches;
+        use datafusion::physical_plan::collect;
+        use datafusion::prelude::SessionContext;
+        use datafusion_proto::bytes::{physical_plan_from_bytes, physical_plan_to_bytes};
+
+        let ctx = SessionContext::new();
+        let answer = |plan: Arc<dyn ExecutionPlan>| {
+            let task = ctx.task_ctx();
+            async move {
+                Ok::<_, datafusion::error::DataFusionError>(
+                    pretty_format_batches(&collect(plan, task).await?)?.to_string(),
+                )
+            }
+        };
+        for (sql, expected) in [
+            (
+                "SELECT count(*) AS n FROM (VALUES (1), (2)) t(x) GROUP BY GROUPING SETS (())",
+                "| 2 |",
+            ),
+            (
+                "SELECT sum(x) AS n FROM (VALUES (1), (2)) t(x) WHERE x > 5 GROUP BY GROUPING SETS (())",
+                "|   |",
+            ),
+        ] {
+            let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+            let bytes = physical_plan_to_bytes(Arc::clone(&plan))?;
+            let shipped = || physical_plan_from_bytes(&bytes, &ctx.task_ctx());
+            // What the plan format does to it, and what the repair gives back.
+            assert!(!answer(shipped()?).await?.contains(expected), "{sql}: upstream fixed?");
+            let repaired = answer(restore_empty_grouping_set(shipped()?)?).await?;
+            assert_eq!(repaired, answer(plan).await?, "{sql}");
+            assert!(repaired.contains(expected), "{sql}: {repaired}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn compression_follows_the_extension() {
