@@ -23,6 +23,21 @@
 //!   plan format carries only whether it yields a row, so the scheduler
 //!   read a relation without columns and refused the plan ("No field named
 //!   y.s"). It travels as an empty in-memory table ([`carry_empty_relations`]).
+//! * A window aggregate's `FILTER (WHERE ...)` travels inside its argument:
+//!   the plan format between the scheduler and the executors has no place
+//!   for it, so `count(*) FILTER (WHERE p) OVER ()` counted every row. For
+//!   aggregates that skip NULLs, `agg(x) FILTER (WHERE p)` is `agg(CASE
+//!   WHEN p THEN x END)`; any other filtered window aggregate is refused
+//!   ([`carry_window_filters`]). The same plan format drops `IGNORE NULLS`
+//!   from window functions (`first_value`, `lag`, ...), which then answered
+//!   as if it were not there; such queries are refused too.
+//! * A query's `ORDER BY` holds for the rows the client receives. Ballista's
+//!   adaptive planner can turn a sort-merge join, whose order the rest of the
+//!   plan was built on, into a hash join, and the cluster then returned
+//!   `ORDER BY id` as `2, 1, 3`. The client sorts the rows it receives by
+//!   the query's outermost ordering ([`result_ordering`]); when the query
+//!   does not select its sort keys, the cluster returns them too and the
+//!   client drops them after sorting ([`keep_sort_keys`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,15 +48,23 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::catalog::Session;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, Result};
+use datafusion::common::{Column, Result, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::csv::{CsvFormat, CsvFormatFactory};
 use datafusion::datasource::file_format::json::{JsonFormat, JsonFormatFactory};
 use datafusion::datasource::file_format::parquet::{ParquetFormat, ParquetFormatFactory};
 use datafusion::datasource::file_format::{FileFormatFactory, file_type_to_format, format_as_file_type};
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp};
+use datafusion::logical_expr::expr::NullTreatment;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr, Window, WindowFunctionDefinition, WriteOp, when,
+};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::{LexOrdering, create_physical_sort_exprs};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 
 use crate::conform::ConformExec;
@@ -59,9 +82,44 @@ impl ClientQueryPlanner {
     }
 
     async fn on_cluster(&self, plan: &LogicalPlan, session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = carry_empty_relations(plan.clone())?;
-        let plan = self.distributed.create_physical_plan(&plan, session).await?;
-        Ok(Arc::new(ConformExec::new(plan)))
+        let plan = carry_window_filters(carry_empty_relations(plan.clone())?)?;
+        let (plan, order, columns) = match result_ordering(&plan) {
+            Some(order) => (plan, order, None),
+            None => match keep_sort_keys(&plan)? {
+                Some((widened, order)) => {
+                    let columns = plan
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect::<Vec<_>>();
+                    (widened, order, Some(columns))
+                }
+                None => (plan, vec![], None),
+            },
+        };
+        let distributed = self.distributed.create_physical_plan(&plan, session).await?;
+        let rows: Arc<dyn ExecutionPlan> = Arc::new(ConformExec::new(distributed));
+        let exprs = create_physical_sort_exprs(
+            &order,
+            plan.schema(),
+            session.execution_props(),
+            &PhysicalPlanningContext::default(),
+        )?;
+        let Some(ordering) = LexOrdering::new(exprs) else {
+            return Ok(rows);
+        };
+        let sorted: Arc<dyn ExecutionPlan> = Arc::new(SortExec::new(ordering, rows));
+        let Some(columns) = columns else {
+            return Ok(sorted);
+        };
+        // The query's own columns, without the sort keys added for the client.
+        let exprs: Vec<ProjectionExpr> = columns
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| ProjectionExpr::new(Arc::new(PhysicalColumn::new(&name, i)) as _, name))
+            .collect();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, sorted)?))
     }
 }
 
@@ -209,6 +267,220 @@ pub fn carry_empty_relations(plan: LogicalPlan) -> Result<LogicalPlan> {
         Ok(Transformed::yes(carried))
     })
     .map(|t| t.data)
+}
+
+/// Window aggregates whose result over the rows a filter keeps equals their
+/// result over all rows with the others' arguments made NULL, and which of
+/// their arguments to make NULL (`None`: all of them).
+fn skips_nulls(aggregate: &str) -> Option<Option<usize>> {
+    match aggregate {
+        "count" | "corr" | "covar" | "covar_pop" | "covar_samp" => Some(None),
+        name if name.starts_with("regr_") => Some(None),
+        "sum" | "avg" | "mean" | "min" | "max" | "bool_and" | "bool_or" | "bit_and" | "bit_or" | "bit_xor"
+        | "stddev" | "stddev_pop" | "stddev_samp" | "var" | "var_pop" | "var_samp" | "var_population"
+        | "var_sample" | "median" | "approx_distinct" | "approx_median" | "string_agg" => Some(Some(0)),
+        _ => None,
+    }
+}
+
+/// `plan` with every window aggregate's `FILTER (WHERE p)` moved into its
+/// arguments as `CASE WHEN p THEN arg END`, under the window's original
+/// column name; an error for filtered window functions that count NULLs
+/// (`array_agg`, `first_value`, ...), which no such rewrite keeps right, and
+/// for window functions with `IGNORE NULLS`, which the plan format drops.
+///
+/// ```
+/// # use datafusion::prelude::SessionContext;
+/// # #[tokio::main] async fn main() {
+/// use quiver_core::client_planner::carry_window_filters;
+/// let ctx = SessionContext::new();
+/// let sql = "SELECT count(*) FILTER (WHERE x > 1) OVER () FROM (VALUES (1), (2)) t(x)";
+/// let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+/// let carried = carry_window_filters(plan.clone()).unwrap();
+/// assert_eq!(carried.schema(), plan.schema());
+/// assert!(carried.display_indent().to_string().contains("CASE WHEN t.x > Int64(1)"));
+/// let refused = "SELECT array_agg(x) FILTER (WHERE x > 1) OVER () FROM (VALUES (1)) t(x)";
+/// let plan = ctx.sql(refused).await.unwrap().into_optimized_plan().unwrap();
+/// assert!(carry_window_filters(plan).unwrap_err().to_string().contains("array_agg"));
+/// let ignore = "SELECT first_value(x) IGNORE NULLS OVER () FROM (VALUES (1)) t(x)";
+/// let plan = ctx.sql(ignore).await.unwrap().into_optimized_plan().unwrap();
+/// assert!(carry_window_filters(plan).unwrap_err().to_string().contains("IGNORE NULLS"));
+/// # }
+/// ```
+pub fn carry_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Window(window) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let mut changed = false;
+        let mut exprs = Vec::with_capacity(window.window_expr.len());
+        for (expr, field) in window
+            .window_expr
+            .iter()
+            .zip(window.schema.fields().iter().rev().take(window.window_expr.len()).rev())
+        {
+            let (inner, alias) = match expr {
+                Expr::Alias(a) => (a.expr.as_ref(), Some(a)),
+                e => (e, None),
+            };
+            let Expr::WindowFunction(function) = inner else {
+                exprs.push(expr.clone());
+                continue;
+            };
+            if let WindowFunctionDefinition::WindowUDF(udwf) = &function.fun
+                && function.params.null_treatment == Some(NullTreatment::IgnoreNulls)
+            {
+                return plan_err!(
+                    "{}(...) IGNORE NULLS OVER (...) cannot run on a cluster: the plan format drops IGNORE NULLS \
+                     from window functions, and the answer would count the NULLs. Filter out the NULLs in a \
+                     subquery where that gives the same answer, or run the query without --scheduler",
+                    udwf.name()
+                );
+            }
+            let Some(filter) = &function.params.filter else {
+                exprs.push(expr.clone());
+                continue;
+            };
+            let WindowFunctionDefinition::AggregateUDF(udaf) = &function.fun else {
+                return plan_err!(
+                    "FILTER (WHERE ...) on window function {} is not supported",
+                    function.fun
+                );
+            };
+            let Some(wrapped) = skips_nulls(udaf.name()) else {
+                return plan_err!(
+                    "{}(...) FILTER (WHERE ...) OVER (...) cannot run on a cluster: the plan format drops a window \
+                     aggregate's filter, and {} does not skip NULLs, so the filter cannot travel in its argument. \
+                     Filter the rows in a subquery, or run the query without --scheduler",
+                    udaf.name(),
+                    udaf.name()
+                );
+            };
+            let mut function = function.as_ref().clone();
+            for (i, arg) in function.params.args.iter_mut().enumerate() {
+                if wrapped.is_none_or(|only| only == i) {
+                    *arg = when(filter.as_ref().clone(), arg.clone()).end()?;
+                }
+            }
+            function.params.filter = None;
+            let rewritten = Expr::WindowFunction(Box::new(function));
+            exprs.push(match alias {
+                Some(a) => rewritten.alias_qualified(a.relation.clone(), a.name.clone()),
+                None => rewritten.alias(field.name()),
+            });
+            changed = true;
+        }
+        if !changed {
+            return Ok(Transformed::no(node));
+        }
+        let rewritten = Window::try_new_with_schema(exprs, Arc::clone(&window.input), Arc::clone(&window.schema))?;
+        Ok(Transformed::yes(LogicalPlan::Window(rewritten)))
+    })
+    .map(|t| t.data)
+}
+
+/// The order a query's result rows must arrive in, in terms of its output
+/// columns: its outermost `ORDER BY`, seen through `LIMIT` and through
+/// projections that keep the sort keys; `None` when the result has no
+/// required order or it cannot be said in the output's columns.
+///
+/// ```
+/// # use datafusion::prelude::SessionContext;
+/// # #[tokio::main] async fn main() {
+/// use quiver_core::client_planner::result_ordering;
+/// let ctx = SessionContext::new();
+/// let order = |sql: &'static str| {
+///     let ctx = ctx.clone();
+///     async move {
+///         let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+///         result_ordering(&plan).map(|o| o.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+///     }
+/// };
+/// let sql = "SELECT x AS y, z FROM (VALUES (1, 2)) t(x, z) ORDER BY x DESC, z LIMIT 3";
+/// assert_eq!(order(sql).await.unwrap(), ["y DESC NULLS FIRST", "t.z ASC NULLS LAST"]);
+/// assert_eq!(order("SELECT x FROM (VALUES (1, 2)) t(x, z) ORDER BY z").await, None);
+/// assert_eq!(order("SELECT x FROM (VALUES (1)) t(x)").await, None);
+/// # }
+/// ```
+pub fn result_ordering(plan: &LogicalPlan) -> Option<Vec<SortExpr>> {
+    match plan {
+        LogicalPlan::Sort(sort) => Some(sort.expr.clone()),
+        LogicalPlan::Limit(limit) => result_ordering(&limit.input),
+        LogicalPlan::Projection(projection) => {
+            let outputs = projection.schema.columns();
+            result_ordering(&projection.input)?
+                .into_iter()
+                .map(|key| {
+                    let at = projection.expr.iter().position(|e| e.clone().unalias() == key.expr)?;
+                    Some(SortExpr::new(
+                        Expr::Column(outputs[at].clone()),
+                        key.asc,
+                        key.nulls_first,
+                    ))
+                })
+                .collect()
+        }
+        _ => None,
+    }
+}
+
+/// For a query ordered by keys it does not select (`SELECT name FROM t
+/// ORDER BY id`): the same query with those keys added as extra output
+/// columns, and its ordering in terms of its output, so that the client can
+/// sort what it receives and then drop them; `None` for other shapes.
+///
+/// ```
+/// # use datafusion::prelude::SessionContext;
+/// # #[tokio::main] async fn main() {
+/// use quiver_core::client_planner::keep_sort_keys;
+/// let ctx = SessionContext::new();
+/// let sql = "SELECT x FROM (VALUES (1, 2)) t(x, z) ORDER BY z DESC LIMIT 5";
+/// let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+/// let (widened, order) = keep_sort_keys(&plan).unwrap().unwrap();
+/// assert_eq!(widened.schema().fields().len(), 2);
+/// assert_eq!(order[0].to_string(), "__quiver_order_0 DESC NULLS FIRST");
+/// # }
+/// ```
+pub fn keep_sort_keys(plan: &LogicalPlan) -> Result<Option<(LogicalPlan, Vec<SortExpr>)>> {
+    let LogicalPlan::Projection(projection) = plan else {
+        return Ok(None);
+    };
+    let mut below = projection.input.as_ref();
+    while let LogicalPlan::Limit(limit) = below {
+        below = limit.input.as_ref();
+    }
+    let LogicalPlan::Sort(sort) = below else {
+        return Ok(None);
+    };
+    let mut exprs = projection.expr.clone();
+    let mut names: Vec<Option<usize>> = Vec::with_capacity(sort.expr.len());
+    for (i, key) in sort.expr.iter().enumerate() {
+        match projection.expr.iter().position(|e| e.clone().unalias() == key.expr) {
+            Some(at) => names.push(Some(at)),
+            None => {
+                exprs.push(key.expr.clone().alias(format!("__quiver_order_{i}")));
+                names.push(None);
+            }
+        }
+    }
+    let widened = LogicalPlanBuilder::from(projection.input.as_ref().clone())
+        .project(exprs)?
+        .build()?;
+    let outputs = widened.schema().columns();
+    let mut extra = projection.expr.len();
+    let order = sort
+        .expr
+        .iter()
+        .zip(names)
+        .map(|(key, at)| {
+            let at = at.unwrap_or_else(|| {
+                extra += 1;
+                extra - 1
+            });
+            SortExpr::new(Expr::Column(outputs[at].clone()), key.asc, key.nulls_first)
+        })
+        .collect();
+    Ok(Some((widened, order)))
 }
 
 /// Whether `dml` writes into an in-memory table.
