@@ -220,9 +220,13 @@ async fn reference(relative: &Path, path: &Path) -> Outcome {
 
 /// Gives the cluster session what the corpus's `TestContext` gives the
 /// single-node one for this file: its tables and its extra functions.
-async fn copy_test_context(relative: &Path, quiver: &SessionContext) -> Result<()> {
+/// Copies the tables and functions DataFusion's harness registers for
+/// `relative` into the Quiver session; the returned context owns the files
+/// some of those tables read (a temporary directory), so the caller keeps it
+/// until the file has run.
+async fn copy_test_context(relative: &Path, quiver: &SessionContext) -> Result<Option<TestContext>> {
     let Some(test_ctx) = TestContext::try_new_for_test_file(relative).await else {
-        return Ok(());
+        return Ok(None);
     };
     let source = test_ctx.session_ctx();
     if let Some(schema) = source.catalog("datafusion").and_then(|c| c.schema("public")) {
@@ -249,7 +253,7 @@ async fn copy_test_context(relative: &Path, quiver: &SessionContext) -> Result<(
             quiver.register_udwf(udwf.as_ref().clone());
         }
     }
-    Ok(())
+    Ok(Some(test_ctx))
 }
 
 async fn cluster(args: &Args, relative: &Path, path: &Path) -> Outcome {
@@ -281,9 +285,10 @@ async fn cluster(args: &Args, relative: &Path, path: &Path) -> Outcome {
         Ok(q) => q,
         Err(e) => return outcome(Err(anyhow::anyhow!("connecting to {}: {e}", args.scheduler)), started),
     };
-    if let Err(e) = copy_test_context(relative, quiver.context()).await {
-        return outcome(Err(e.context("copying the test context's tables")), started);
-    }
+    let _test_files = match copy_test_context(relative, quiver.context()).await {
+        Ok(test_ctx) => test_ctx,
+        Err(e) => return outcome(Err(e.context("copying the test context's tables")), started),
+    };
     let ctx = quiver.context().clone();
     let spark = is_spark_path(relative);
     let mut runner = Runner::new(move || {

@@ -15,7 +15,9 @@
 //! `QUIVER_SLT_CORPUS=all` it runs every file and rewrites
 //! `tests/slt/corpus/REPORT.md` and `results.tsv` (`scripts/slt-corpus`);
 //! with `QUIVER_SLT_CORPUS=report` it renders `REPORT.md` again from
-//! `results.tsv` and the reasons in `expected.toml`, without running.
+//! `results.tsv` and the reasons in `expected.toml`, without running; with
+//! `QUIVER_SLT_CORPUS=files:a.slt,b.slt` it runs those files and puts their
+//! rows into the saved report (after a fix, without a half-hour run).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -568,6 +570,8 @@ enum Mode {
     /// No run: `REPORT.md` rendered again from `results.tsv` and
     /// `expected.toml` (after editing the reasons).
     Report,
+    /// These files run; their rows replace theirs in the saved report.
+    Files(Vec<String>),
 }
 
 #[test]
@@ -577,13 +581,39 @@ fn datafusion_corpus_answers_alike_on_the_cluster() {
         Ok("all") => Mode::All,
         Ok("report") => Mode::Report,
         Ok("") | Err(_) => Mode::Suite,
-        Ok(other) => panic!("QUIVER_SLT_CORPUS={other}: expected all or report"),
+        Ok(other) => match other.strip_prefix("files:") {
+            Some(files) => Mode::Files(
+                files
+                    .split(',')
+                    .map(|f| f.trim().to_owned())
+                    .filter(|f| !f.is_empty())
+                    .collect(),
+            ),
+            None => panic!("QUIVER_SLT_CORPUS={other}: expected all, report or files:a.slt,b.slt"),
+        },
     };
     let (source, version) = corpus_source();
     let started = Instant::now();
     let rows: Vec<Row> = match mode {
         Mode::Report => saved_rows(),
         Mode::All => run_corpus(&source, &[]).iter().map(Row::from).collect(),
+        Mode::Files(ref files) => {
+            let mut fresh: BTreeMap<String, Row> = run_corpus(&source, files)
+                .iter()
+                .map(|r| (r.file.clone(), Row::from(r)))
+                .collect();
+            let mut rows: Vec<Row> = saved_rows()
+                .into_iter()
+                .map(|saved| fresh.remove(&saved.file).unwrap_or(saved))
+                .collect();
+            assert!(
+                fresh.is_empty(),
+                "not files of the saved report: {:?}",
+                fresh.keys().collect::<Vec<_>>()
+            );
+            rows.sort_by(|a, b| a.file.cmp(&b.file));
+            rows
+        }
         Mode::Suite => {
             let rows: Vec<Row> = run_corpus(&source, &expected.suite).iter().map(Row::from).collect();
             assert_eq!(
@@ -599,7 +629,11 @@ fn datafusion_corpus_answers_alike_on_the_cluster() {
         write_report(&rows, &expected, &version, (mode == Mode::All).then_some(wall));
     }
     let mut problems = Vec::new();
-    for r in &rows {
+    let checked = |r: &Row| match &mode {
+        Mode::Files(files) => files.contains(&r.file),
+        _ => true,
+    };
+    for r in rows.iter().filter(|r| checked(r)) {
         let listed = expected.cluster_only.contains_key(&r.file) || expected.by_design.contains_key(&r.file);
         match categorize(r, &expected) {
             Category::Unlisted => problems.push(format!(
