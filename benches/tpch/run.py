@@ -7,7 +7,8 @@
 
 Engines:
   quiver-cluster     quiver scheduler + 2 executors (1 slot each), Parquet on local disk
-  quiver-cluster-s3  the same cluster, the same Parquet in an S3 server (s3s-fs)
+  quiver-cluster-s3  the same cluster, the same Parquet in an S3 server (--s3-server: Garage, a
+                     real object store standing in for MinIO, or s3s-fs)
   ballista-vanilla   Ballista 55's scheduler + 2 executors (1 slot each) and client, all with
                      Ballista's default settings (benches/ballista-vanilla)
   quiver-embedded    quiver sql with no scheduler: everything in one process
@@ -215,6 +216,10 @@ class CliEngine:
         """Where the time of the last timing run went, when the engine can tell."""
         return None
 
+    def s3_counts(self):
+        """The S3 server's request counts so far, when the engine reads from one that counts."""
+        return None
+
     def server_peak(self):
         return sum(s.peak() for s in self.servers)
 
@@ -336,8 +341,14 @@ class QuiverCluster(CliEngine):
         return cmd if answer else cmd + ["--timing"]
 
 
-def start_s3(data, work):
-    """An s3s-fs server on a free port with `data` uploaded to s3://tpch: its Server and the clients' env."""
+def start_s3(data, work, kind="garage"):
+    """An S3 server on a free port with `data` uploaded to s3://tpch: its Server and the clients' env."""
+    if kind == "garage":
+        sys.path.insert(0, os.path.join(HERE, "..", "s3"))
+        import garage
+        server, store, env = garage.start(work, data, lambda name, command: Server(name, command, work))
+        server.metrics = store.metrics
+        return server, env
     server = which("s3s-fs", [os.path.expanduser("~/.cargo/bin")])
     if not server:
         raise SystemExit("s3s-fs is needed for S3 runs: cargo install s3s-fs@0.14.1 --locked --features binary")
@@ -380,7 +391,7 @@ class QuiverClusterS3(QuiverCluster):
     name = "quiver-cluster-s3"
 
     def start(self):
-        server, self.env_s3 = start_s3(self.args.data, self.work)
+        server, self.env_s3 = start_s3(self.args.data, self.work, self.args.s3_server)
         self.servers.append(server)
         super().start()
 
@@ -390,8 +401,12 @@ class QuiverClusterS3(QuiverCluster):
     def location(self):
         return "s3://tpch"
 
+    def s3_counts(self):
+        server = self.servers[0]
+        return server.metrics() if hasattr(server, "metrics") else None
+
     def server_peak(self):
-        return sum(s.peak() for s in self.servers if s.name != "s3s-fs")
+        return sum(s.peak() for s in self.servers if s.name not in ("s3s-fs", "garage"))
 
 
 class QuiverEmbedded(CliEngine):
@@ -484,6 +499,9 @@ class PyEngine:
             return read_csv_answer(f.read()), r["times"], None
 
     def breakdown(self):
+        return None
+
+    def s3_counts(self):
         return None
 
     def pids(self):
@@ -682,6 +700,24 @@ def report(args, results, queries):
         lines.append(f"Over all {len(rows)} queries: client {fmt_s(client)} s, of which outside the scheduler "
                      f"{fmt_s(max(0.0, client - sums['scheduler_s']))} s, planning {fmt_s(sums['plan_s'])} s, "
                      f"idle between tasks {fmt_s(sums['idle_s'])} s.")
+    for e in engines:
+        s3 = {q: results[e]["queries"][q].get("s3") for q in queries if results[e]["queries"][q].get("s3")}
+        if not s3:
+            continue
+        calls = sorted({k for c in s3.values() for k in c if k != "block_bytes_read"})
+        lines.append("")
+        lines.append(f"## S3 requests: {e}")
+        lines.append("")
+        lines.append("Counted by the S3 server itself, per run of each query (its answer run, warm-ups and timed runs "
+                     "averaged): requests by API call, and MB the server read from its disk for them.")
+        lines.append("")
+        lines.append("| query | " + " | ".join(calls) + " | MB read | median (s) |")
+        lines.append("|---|" + "---:|" * (len(calls) + 2))
+        for q, c in s3.items():
+            lines.append(f"| {q} | " + " | ".join(f"{c.get(k, 0):.0f}" for k in calls)
+                         + f" | {c.get('block_bytes_read', 0) / 1e6:.0f} | {fmt_s(results[e]['queries'][q]['median'])} |")
+        total = {k: sum(c.get(k, 0) for c in s3.values()) for k in calls + ["block_bytes_read"]}
+        lines.append("| all | " + " | ".join(f"{total[k]:.0f}" for k in calls) + f" | {total['block_bytes_read'] / 1e6:.0f} | |")
     lines.append("")
     lines.append("Checksums (rows / sum of numbers): " + "; ".join(
         f"{q} {results[REFERENCE]['queries'][q].get('checksum', '?')}" for q in queries if REFERENCE in results))
@@ -730,6 +766,8 @@ def main():
     p.add_argument("--spark-memory", default="4g")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="a session setting for the Quiver engines (repeatable), to try settings without a rebuild")
+    p.add_argument("--s3-server", choices=["garage", "s3s-fs"], default="garage",
+                   help="the S3 server of quiver-cluster-s3 (default: garage, installed into ~/.cache on first use)")
     p.add_argument("--check", action="store_true", help="exit 1 when an answer differs from DuckDB's")
     args = p.parse_args()
     scale_name = f"{args.scale:g}"
@@ -741,7 +779,7 @@ def main():
         args.engines.append(REFERENCE)
     args.data = os.path.abspath(args.data or os.path.join(REPO, "benches", "data", f"sf{scale_name}"))
     stamp = datetime.datetime.now().strftime("%Y-%m-%d")
-    args.out = os.path.abspath(args.out or os.path.join(REPO, "benches", "results", f"{stamp}-sf{scale_name}"))
+    args.out = os.path.abspath(args.out or os.path.join(REPO, "benches", "runs", f"{stamp}-sf{scale_name}"))
     if args.quiver is None:
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
         args.quiver = os.path.join(target, "release", "quiver")
@@ -797,9 +835,16 @@ def main():
             for name in turn:
                 engine = started[name]
                 signal_engine(engine, signal.SIGCONT)
+                before = engine.s3_counts()
                 answer, times, error = engine.query(q, sql)
                 per_engine[name][q] = {"answer": answer, "times": times, "error": error,
                                        "breakdown": engine.breakdown() if times else None}
+                if before is not None:
+                    # Per run of the query: its answer run, warm-ups and timed runs.
+                    runs = 1 + (args.warmup + args.runs if args.runs else 0)
+                    after = engine.s3_counts()
+                    per_engine[name][q]["s3"] = {k: (after[k] - before.get(k, 0)) / runs for k in after
+                                                 if after[k] != before.get(k, 0)}
                 signal_engine(engine, signal.SIGSTOP)
                 done.append(f"{name} {fmt_s(statistics.median(times)) if times else error or '–'}")
             log(f"{q}: " + ", ".join(done))
@@ -816,6 +861,8 @@ def main():
             entry = {"times": r["times"], "median": statistics.median(r["times"]) if r["times"] else None, "error": r["error"]}
             if r.get("breakdown"):
                 entry["breakdown"] = r["breakdown"]
+            if r.get("s3"):
+                entry["s3"] = r["s3"]
             if r["answer"] is not None:
                 rows = r["answer"][1]
                 entry["checksum"] = checksum(rows)
