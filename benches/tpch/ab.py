@@ -16,7 +16,7 @@ warm-up runs' answers are compared between the sides (row counts, values to
 0.01, as run.py does) and a difference is marked in the report. This is how
 a change is measured before it goes into a run.py report; `--b-queries`
 measures a rewrite by hand before a rule is written for it. With `--s3` both
-sides read the data from one s3s-fs server, as run.py's `quiver-cluster-s3`
+sides read the data from one Garage server, as run.py's `quiver-cluster-s3`
 does.
 
 Writes the report to --out (markdown) when given, and prints it.
@@ -99,7 +99,7 @@ def main():
     p.add_argument("--data", default=os.path.join(REPO, "benches", "data", "sf1"),
                    help="TPC-H Parquet (run.py generates it)")
     p.add_argument("--s3", action="store_true",
-                   help="read the data through an S3 server (s3s-fs, shared by both sides), as quiver-cluster-s3 does")
+                   help="read the data through an S3 server (Garage, shared by both sides), as quiver-cluster-s3 does")
     p.add_argument("--out", help="write the report here (markdown)")
     args = p.parse_args()
     if not os.path.isdir(os.path.join(args.data, "lineitem")):
@@ -155,7 +155,7 @@ def main():
             "",
             f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
             f"{m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB; median of {args.runs} interleaved runs after "
-            "1 warm-up; seconds" + ("; data in an s3s-fs S3 server" if args.s3 else "") + ".",
+            "1 warm-up; seconds" + ("; data in a Garage S3 server" if args.s3 else "") + ".",
             "",
             " ".join([f"A: `{args.a}`", *args.a_conf]) + "  ",
             " ".join([f"B: `{args.b}`", *args.b_conf] + ([f"queries from `{args.b_queries}`"] if args.b_queries else [])),

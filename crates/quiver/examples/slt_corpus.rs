@@ -219,11 +219,9 @@ async fn reference(relative: &Path, path: &Path) -> Outcome {
 }
 
 /// Gives the cluster session what the corpus's `TestContext` gives the
-/// single-node one for this file: its tables and its extra functions.
-/// Copies the tables and functions DataFusion's harness registers for
-/// `relative` into the Quiver session; the returned context owns the files
-/// some of those tables read (a temporary directory), so the caller keeps it
-/// until the file has run.
+/// single-node one for this file: its tables and its extra functions. The
+/// returned context owns the files some of those tables read (a temporary
+/// directory), so the caller keeps it until the file has run.
 async fn copy_test_context(relative: &Path, quiver: &SessionContext) -> Result<Option<TestContext>> {
     let Some(test_ctx) = TestContext::try_new_for_test_file(relative).await else {
         return Ok(None);
