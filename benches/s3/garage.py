@@ -16,8 +16,6 @@ import argparse
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,15 +27,9 @@ BUCKET = "tpch"
 KEY_ID = "GK" + "5155495645522d62656e6368"  # "QUIVER-bench" in hex
 KEY_SECRET = "0b5e7a1c" * 8
 
-
-def log(msg):
-    print(f"== {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The benchmark harness's process helpers (ab.py imports them the same way).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tpch"))
+from run import Server, free_port, log  # noqa: E402
 
 
 def binary():
@@ -149,11 +141,11 @@ api_bind_addr = "127.0.0.1:{self.admin}"
         return counts
 
 
-def start(work, data, spawn):
-    """A Garage with `data` uploaded to s3://tpch: its process (what `spawn(name, command)`
-    returned; it has a `proc`), the `Garage` and the clients' environment."""
+def start(work, data):
+    """A Garage with `data` uploaded to s3://tpch: its `Server` (log in `work`), the `Garage` and
+    the clients' environment."""
     garage = Garage(work)
-    process = spawn("garage", garage.command)
+    process = Server("garage", garage.command, work)
     garage.configure(process.proc)
     garage.upload(data)
     return process, garage, garage.env()
@@ -170,12 +162,6 @@ def ceiling(garage, out, prefix="lineitem/"):
     subprocess.run(cmd, check=True, env=dict(os.environ, **garage.env()))
 
 
-class _Process:
-    """A process of its own session, its output in `log`."""
-
-    def __init__(self, command, log):
-        self.proc = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,8 +174,7 @@ def main():
     args = p.parse_args()
     work = args.work or os.path.join("/tmp", f"quiver-garage-{os.getpid()}")
     os.makedirs(work, exist_ok=True)
-    process, garage, env = start(work, os.path.abspath(args.data),
-                                 lambda name, command: _Process(command, os.path.join(work, f"{name}.log")))
+    process, garage, env = start(work, os.path.abspath(args.data))
     try:
         if args.ceiling:
             ceiling(garage, os.path.abspath(args.ceiling))
@@ -202,8 +187,7 @@ def main():
     except KeyboardInterrupt:
         pass
     finally:
-        os.killpg(process.proc.pid, signal.SIGTERM)
-        process.proc.wait(10)
+        process.stop()
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def main():
     try:
         s3_env, location = {}, args.data
         if args.s3:
-            server, s3_env = start_s3(args.data, work)
+            server, s3_env, _ = start_s3(args.data, work)
             servers.append(server)
             location = "s3://tpch"
         # Local data must be allowed explicitly: a cluster refuses local paths otherwise.

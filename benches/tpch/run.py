@@ -342,13 +342,13 @@ class QuiverCluster(CliEngine):
 
 
 def start_s3(data, work, kind="garage"):
-    """An S3 server on a free port with `data` uploaded to s3://tpch: its Server and the clients' env."""
+    """An S3 server on a free port with `data` uploaded to s3://tpch: its Server, the clients' env, and
+    a function that returns the server's own request counts (None when the server keeps none)."""
     if kind == "garage":
         sys.path.insert(0, os.path.join(HERE, "..", "s3"))
         import garage
-        server, store, env = garage.start(work, data, lambda name, command: Server(name, command, work))
-        server.metrics = store.metrics
-        return server, env
+        server, store, env = garage.start(work, data)
+        return server, env, store.metrics
     server = which("s3s-fs", [os.path.expanduser("~/.cargo/bin")])
     if not server:
         raise SystemExit("s3s-fs is needed for S3 runs: cargo install s3s-fs@0.14.1 --locked --features binary")
@@ -363,7 +363,7 @@ def start_s3(data, work, kind="garage"):
     upload(data, port)
     env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    return proc, env
+    return proc, env, None
 
 
 def upload(data, port):
@@ -391,7 +391,7 @@ class QuiverClusterS3(QuiverCluster):
     name = "quiver-cluster-s3"
 
     def start(self):
-        server, self.env_s3 = start_s3(self.args.data, self.work, self.args.s3_server)
+        server, self.env_s3, self.counts = start_s3(self.args.data, self.work, self.args.s3_server)
         self.servers.append(server)
         super().start()
 
@@ -402,8 +402,7 @@ class QuiverClusterS3(QuiverCluster):
         return "s3://tpch"
 
     def s3_counts(self):
-        server = self.servers[0]
-        return server.metrics() if hasattr(server, "metrics") else None
+        return self.counts() if self.counts else None
 
     def server_peak(self):
         return sum(s.peak() for s in self.servers if s.name not in ("s3s-fs", "garage"))

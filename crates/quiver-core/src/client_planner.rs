@@ -83,20 +83,11 @@ impl ClientQueryPlanner {
 
     async fn on_cluster(&self, plan: &LogicalPlan, session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = carry_window_filters(carry_empty_relations(plan.clone())?)?;
-        let (plan, order, columns) = match result_ordering(&plan) {
-            Some(order) => (plan, order, None),
-            None => match keep_sort_keys(&plan)? {
-                Some((widened, order)) => {
-                    let columns = plan
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .collect::<Vec<_>>();
-                    (widened, order, Some(columns))
-                }
-                None => (plan, vec![], None),
-            },
+        // The query's own column count, when the cluster returns sort keys past them.
+        let own = plan.schema().fields().len();
+        let (plan, order) = match result_ordering(&plan) {
+            Some(order) => (plan, order),
+            None => keep_sort_keys(&plan)?.unwrap_or((plan, vec![])),
         };
         let distributed = self.distributed.create_physical_plan(&plan, session).await?;
         let rows: Arc<dyn ExecutionPlan> = Arc::new(ConformExec::new(distributed));
@@ -110,14 +101,14 @@ impl ClientQueryPlanner {
             return Ok(rows);
         };
         let sorted: Arc<dyn ExecutionPlan> = Arc::new(SortExec::new(ordering, rows));
-        let Some(columns) = columns else {
+        if plan.schema().fields().len() == own {
             return Ok(sorted);
-        };
+        }
         // The query's own columns, without the sort keys added for the client.
-        let exprs: Vec<ProjectionExpr> = columns
-            .into_iter()
+        let exprs: Vec<ProjectionExpr> = plan.schema().fields()[..own]
+            .iter()
             .enumerate()
-            .map(|(i, name)| ProjectionExpr::new(Arc::new(PhysicalColumn::new(&name, i)) as _, name))
+            .map(|(i, f)| ProjectionExpr::new(Arc::new(PhysicalColumn::new(f.name(), i)) as _, f.name().clone()))
             .collect();
         Ok(Arc::new(ProjectionExec::try_new(exprs, sorted)?))
     }
@@ -314,11 +305,7 @@ pub fn carry_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
         };
         let mut changed = false;
         let mut exprs = Vec::with_capacity(window.window_expr.len());
-        for (expr, field) in window
-            .window_expr
-            .iter()
-            .zip(window.schema.fields().iter().rev().take(window.window_expr.len()).rev())
-        {
+        for expr in &window.window_expr {
             let (inner, alias) = match expr {
                 Expr::Alias(a) => (a.expr.as_ref(), Some(a)),
                 e => (e, None),
@@ -366,7 +353,7 @@ pub fn carry_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
             let rewritten = Expr::WindowFunction(Box::new(function));
             exprs.push(match alias {
                 Some(a) => rewritten.alias_qualified(a.relation.clone(), a.name.clone()),
-                None => rewritten.alias(field.name()),
+                None => rewritten.alias(inner.schema_name().to_string()),
             });
             changed = true;
         }
@@ -411,7 +398,7 @@ pub fn result_ordering(plan: &LogicalPlan) -> Option<Vec<SortExpr>> {
             result_ordering(&projection.input)?
                 .into_iter()
                 .map(|key| {
-                    let at = projection.expr.iter().position(|e| e.clone().unalias() == key.expr)?;
+                    let at = projected(&projection.expr, &key.expr)?;
                     Some(SortExpr::new(
                         Expr::Column(outputs[at].clone()),
                         key.asc,
@@ -422,6 +409,11 @@ pub fn result_ordering(plan: &LogicalPlan) -> Option<Vec<SortExpr>> {
         }
         _ => None,
     }
+}
+
+/// Where a projection outputs `key` as it is (possibly renamed).
+fn projected(exprs: &[Expr], key: &Expr) -> Option<usize> {
+    exprs.iter().position(|e| e.clone().unalias() == *key)
 }
 
 /// For a query ordered by keys it does not select (`SELECT name FROM t
@@ -453,32 +445,22 @@ pub fn keep_sort_keys(plan: &LogicalPlan) -> Result<Option<(LogicalPlan, Vec<Sor
         return Ok(None);
     };
     let mut exprs = projection.expr.clone();
-    let mut names: Vec<Option<usize>> = Vec::with_capacity(sort.expr.len());
+    let mut at = Vec::with_capacity(sort.expr.len());
     for (i, key) in sort.expr.iter().enumerate() {
-        match projection.expr.iter().position(|e| e.clone().unalias() == key.expr) {
-            Some(at) => names.push(Some(at)),
-            None => {
-                exprs.push(key.expr.clone().alias(format!("__quiver_order_{i}")));
-                names.push(None);
-            }
-        }
+        at.push(projected(&projection.expr, &key.expr).unwrap_or_else(|| {
+            exprs.push(key.expr.clone().alias(format!("__quiver_order_{i}")));
+            exprs.len() - 1
+        }));
     }
     let widened = LogicalPlanBuilder::from(projection.input.as_ref().clone())
         .project(exprs)?
         .build()?;
     let outputs = widened.schema().columns();
-    let mut extra = projection.expr.len();
     let order = sort
         .expr
         .iter()
-        .zip(names)
-        .map(|(key, at)| {
-            let at = at.unwrap_or_else(|| {
-                extra += 1;
-                extra - 1
-            });
-            SortExpr::new(Expr::Column(outputs[at].clone()), key.asc, key.nulls_first)
-        })
+        .zip(at)
+        .map(|(key, at)| SortExpr::new(Expr::Column(outputs[at].clone()), key.asc, key.nulls_first))
         .collect();
     Ok(Some((widened, order)))
 }
