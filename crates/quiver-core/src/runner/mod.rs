@@ -15,6 +15,7 @@ mod failure;
 mod masking;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, UInt64Array};
@@ -60,7 +61,7 @@ pub struct StatementOutput {
     pub schema: SchemaRef,
     /// Result rows (queries only).
     pub batches: Vec<RecordBatch>,
-    /// True when `batches` stop at the runner's row limit.
+    /// True when `batches` stop at the runner's row or byte limit.
     pub truncated: bool,
     /// Wall time of the statement.
     pub elapsed: Duration,
@@ -93,6 +94,9 @@ pub struct StatementRunner {
     ctx: SessionContext,
     storage: Arc<StorageContext>,
     max_rows: Option<usize>,
+    /// The byte limit of results, and the bytes this runner and its clones
+    /// (one job) may still keep.
+    bytes_left: Option<(usize, Arc<AtomicUsize>)>,
 }
 
 impl StatementRunner {
@@ -102,6 +106,7 @@ impl StatementRunner {
             ctx,
             storage,
             max_rows: None,
+            bytes_left: None,
         }
     }
 
@@ -109,6 +114,31 @@ impl StatementRunner {
     /// fetched); the output says when it stopped short.
     pub fn with_max_rows(mut self, max_rows: Option<usize>) -> Self {
         self.max_rows = max_rows;
+        self
+    }
+
+    /// Keeps at most `max_bytes` bytes (in memory) of query results over all
+    /// the statements this runner and its clones run: a job's budget. A
+    /// result that would pass it is cut, and the output says so.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use datafusion::prelude::SessionContext;
+    /// # use quiver_core::{runner::StatementRunner, script::Statement, storage::StorageContext};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let runner = StatementRunner::new(SessionContext::new(), Arc::new(StorageContext::default()))
+    ///     .with_max_bytes(Some(64 * 1024));
+    /// let query = Statement { index: 1, line: 1, sql: "SELECT * FROM generate_series(1, 1000000)".into() };
+    /// let out = runner.run(&query).await.unwrap();
+    /// assert!(out.truncated && out.row_count() < 1_000_000);
+    /// assert!(out.summary.contains("byte limit"), "{}", out.summary);
+    /// // The budget is the job's: a second result gets what is left, here nothing.
+    /// let again = runner.clone().run(&query).await.unwrap();
+    /// assert_eq!(again.row_count(), 0);
+    /// # });
+    /// ```
+    pub fn with_max_bytes(mut self, max_bytes: Option<usize>) -> Self {
+        self.bytes_left = max_bytes.map(|max| (max, Arc::new(AtomicUsize::new(max))));
         self
     }
 
@@ -191,10 +221,8 @@ impl StatementRunner {
             _ => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                let (mut batches, truncated) = match self.max_rows {
-                    None => (df.collect().await?, false),
-                    Some(max) => collect_at_most(df, max).await?,
-                };
+                let (mut batches, cut) = self.collect(df).await?;
+                let truncated = cut.is_some();
                 if explains {
                     batches = batches
                         .iter()
@@ -204,8 +232,8 @@ impl StatementRunner {
                 }
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                 let mut summary = format!("{rows} row{}", if rows == 1 { "" } else { "s" });
-                if truncated {
-                    summary.push_str(" (result cut at the row limit; write large results with COPY ... TO)");
+                if let Some(cut) = cut {
+                    summary.push_str(&format!(" (result cut at {cut}; write large results with COPY ... TO)"));
                 }
                 Ok(((OutputKind::Rows, summary, schema, batches), truncated))
             }
@@ -214,6 +242,24 @@ impl StatementRunner {
 }
 
 type Produced = (OutputKind, String, SchemaRef, Vec<RecordBatch>);
+
+/// Which limit cut a query's result short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// The rows kept per result.
+    Rows(usize),
+    /// The bytes kept per job.
+    Bytes(usize),
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Rows(max) => write!(f, "the {max}-row limit"),
+            Cut::Bytes(max) => write!(f, "the job's {} byte limit", bytesize::ByteSize(*max as u64)),
+        }
+    }
+}
 
 enum RunError {
     User(String),
@@ -226,23 +272,68 @@ impl From<DataFusionError> for RunError {
     }
 }
 
-/// Collects up to `max` rows; true when more were available.
-async fn collect_at_most(
-    df: datafusion::dataframe::DataFrame,
-    max: usize,
-) -> Result<(Vec<RecordBatch>, bool), DataFusionError> {
-    let mut stream = df.execute_stream().await?;
-    let mut batches = Vec::new();
-    let mut rows = 0;
-    while let Some(batch) = stream.try_next().await? {
-        if rows + batch.num_rows() > max {
-            batches.push(batch.slice(0, max - rows));
-            return Ok((batches, true));
+impl StatementRunner {
+    /// Collects a query's rows up to the row limit and what is left of the
+    /// job's byte budget; says which limit cut it, if one did. What is not
+    /// kept is not fetched.
+    async fn collect(
+        &self,
+        df: datafusion::dataframe::DataFrame,
+    ) -> Result<(Vec<RecordBatch>, Option<Cut>), DataFusionError> {
+        if self.max_rows.is_none() && self.bytes_left.is_none() {
+            return Ok((df.collect().await?, None));
         }
-        rows += batch.num_rows();
+        let mut stream = df.execute_stream().await?;
+        let mut batches = Vec::new();
+        let mut rows = 0;
+        while let Some(batch) = stream.try_next().await? {
+            if let Some(max) = self.max_rows
+                && rows + batch.num_rows() > max
+            {
+                let batch = batch.slice(0, max - rows);
+                return Ok(match self.take_bytes(batch) {
+                    (kept, None) => (push(batches, kept), Some(Cut::Rows(max))),
+                    (kept, cut) => (push(batches, kept), cut),
+                });
+            }
+            rows += batch.num_rows();
+            match self.take_bytes(batch) {
+                (kept, None) => batches.push(kept),
+                (kept, cut) => return Ok((push(batches, kept), cut)),
+            }
+        }
+        Ok((batches, None))
+    }
+
+    /// Takes `batch` out of the byte budget: all of it, or the rows that fit
+    /// and the cut.
+    fn take_bytes(&self, batch: RecordBatch) -> (RecordBatch, Option<Cut>) {
+        let Some((max, left)) = &self.bytes_left else {
+            return (batch, None);
+        };
+        if batch.num_rows() == 0 {
+            return (batch, None);
+        }
+        let size = batch.get_array_memory_size();
+        let taken = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(size));
+        match taken {
+            Ok(_) => (batch, None),
+            Err(remaining) => {
+                left.store(0, Ordering::SeqCst);
+                // Rows in proportion to what is left: batches are measured
+                // in memory, where rows of one batch cost about the same.
+                let fit = (batch.num_rows() * remaining).checked_div(size).unwrap_or(0);
+                (batch.slice(0, fit), Some(Cut::Bytes(*max)))
+            }
+        }
+    }
+}
+
+fn push(mut batches: Vec<RecordBatch>, batch: RecordBatch) -> Vec<RecordBatch> {
+    if batch.num_rows() > 0 {
         batches.push(batch);
     }
-    Ok((batches, false))
+    batches
 }
 
 fn empty_schema() -> SchemaRef {

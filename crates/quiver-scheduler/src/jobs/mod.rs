@@ -59,6 +59,8 @@ pub struct JobServiceOptions {
     pub max_queued_jobs: usize,
     /// Rows kept of each query result of a script job.
     pub max_result_rows: usize,
+    /// Bytes (in memory) kept of all the query results of one script job.
+    pub max_result_bytes: usize,
     /// A client session with no heartbeat for this long is ended as failed.
     pub session_timeout: Duration,
     /// Jobs kept in history (oldest finished jobs are removed first).
@@ -77,6 +79,7 @@ impl JobServiceOptions {
         max_running_jobs: 4,
         max_queued_jobs: 200,
         max_result_rows: 100_000,
+        max_result_bytes: 256 * 1024 * 1024,
         session_timeout: Duration::from_secs(60),
         max_history_jobs: 1000,
         max_history_age: Duration::from_secs(30 * 24 * 3600),

@@ -267,7 +267,8 @@ impl JobService {
         };
         let ctx = self.cluster_context(&info, conf).await?;
         Ok(StatementRunner::new(ctx, Arc::clone(self.factory.storage()))
-            .with_max_rows(Some(self.options.max_result_rows)))
+            .with_max_rows(Some(self.options.max_result_rows))
+            .with_max_bytes(Some(self.options.max_result_bytes)))
     }
 
     /// A session that plans on this scheduler's own cluster for `job`, with

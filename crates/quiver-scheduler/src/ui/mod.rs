@@ -428,7 +428,7 @@ async fn job_get(State(app): State<AppState>, Path(id): Path<String>) -> Respons
         }
         @if let Some(p) = &preview {
             h2 { "Result of statement " (p.statement) }
-            p.muted { (count(p.total_rows)) " rows" @if p.truncated { " (cut at the scheduler's row limit)" } "; first " (p.rows.len()) " shown. "
+            p.muted { (count(p.total_rows)) " rows" @if p.truncated { " (cut at the scheduler's row or byte limit)" } "; first " (p.rows.len()) " shown. "
                 a href={"/api/v1/jobs/" (s.id) "/result?format=csv&statement=" (p.statement)} { "Download CSV" } }
             table.result {
                 thead { tr { @for c in &p.columns { th { (c) } } } }

@@ -91,6 +91,10 @@ pub struct SchedulerArgs {
     /// Rows kept from each query result of a submitted script.
     #[arg(long, env = "QUIVER_MAX_RESULT_ROWS", default_value_t = JobServiceOptions::DEFAULT.max_result_rows)]
     max_result_rows: usize,
+    /// Bytes (in memory) kept of all the query results of one submitted
+    /// script; results past it are cut, and the job says so.
+    #[arg(long, env = "QUIVER_MAX_RESULT_BYTES", value_name = "BYTES", default_value_t = JobServiceOptions::DEFAULT.max_result_bytes)]
+    max_result_bytes: usize,
     /// File holding the access token clients must send (or set QUIVER_TOKEN).
     #[arg(long, env = "QUIVER_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -116,6 +120,7 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
             max_running_jobs: args.max_running_jobs,
             max_queued_jobs: args.max_queued_jobs,
             max_result_rows: args.max_result_rows,
+            max_result_bytes: args.max_result_bytes,
             max_history_jobs: args.history_max_jobs,
             max_history_age: Duration::from_secs(args.history_max_age_days.saturating_mul(SECS_PER_DAY)),
             job_timeout: (args.job_timeout > 0).then(|| Duration::from_secs(args.job_timeout)),

@@ -51,6 +51,8 @@ fn twenty_jobs_at_once_short_jobs_beside_a_long_one_and_a_full_queue() {
                 "4".into(),
                 "--max-queued-jobs".into(),
                 "30".into(),
+                "--max-result-bytes".into(),
+                "1048576".into(),
             ],
             ..Default::default()
         },
@@ -130,6 +132,23 @@ fn twenty_jobs_at_once_short_jobs_beside_a_long_one_and_a_full_queue() {
     for id in accepted.iter().chain([&long]) {
         let _ = cluster.post(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}));
     }
+
+    // A job's results share one byte budget (1 MiB here): the first large
+    // result is cut at it and says so, the next gets nothing, and the job
+    // succeeds.
+    let big = "SELECT value, value * 2 AS twice FROM generate_series(1, 1000000);";
+    let id = cluster.submit_rest(&format!("{big}\n{big}"), "over-budget");
+    let job = cluster.wait_job(&id, Duration::from_secs(300));
+    assert_eq!(job.summary.state, JobState::Succeeded, "{:?}", job.summary);
+    let (first, second) = (&job.statements[0], &job.statements[1]);
+    let kept = first.result_rows.unwrap_or_default();
+    assert!(first.result_truncated && kept > 0 && kept < 1_000_000, "{first:?}");
+    let summary = first.summary.as_deref().unwrap_or_default();
+    assert!(
+        summary.contains("byte limit") && summary.contains("1.0 MiB"),
+        "{summary}"
+    );
+    assert!(second.result_truncated && second.result_rows == Some(0), "{second:?}");
 
     // The refused submission is the fault: the queue overflowed.
     tally.faults = 1;
