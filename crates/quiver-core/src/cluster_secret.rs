@@ -11,6 +11,13 @@
 //! merely reaches the scheduler's port can neither join the cluster, receive
 //! tasks and their credentials, nor report forged results.
 //!
+//! Tasks go the other way, from the scheduler to the executors' gRPC port,
+//! which Ballista serves with no hook for a header check. So the scheduler
+//! stamps each job's settings, which travel with every task, with a second
+//! proof ([`ClusterSecret::stamp_tasks`]), and an executor runs only tasks
+//! that carry it ([`ClusterSecret::accepts_task`]): a task from anyone else
+//! is refused before its plan runs.
+//!
 //! ```
 //! use quiver_core::cluster_secret::ClusterSecret;
 //! let secret = ClusterSecret::new("a-long-shared-secret").unwrap();
@@ -20,6 +27,8 @@
 //! ```
 
 use std::path::Path;
+
+use datafusion::prelude::SessionConfig;
 
 use crate::config::ConfigError;
 use crate::proof::{Proof, ProofKind};
@@ -34,6 +43,8 @@ const MIN_LEN: usize = 16;
 #[derive(Clone)]
 pub struct ClusterSecret {
     proof: Proof,
+    /// What the scheduler's tasks carry in `quiver.task_proof`.
+    task: Proof,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -57,6 +68,7 @@ impl ClusterSecret {
         crate::secret::register(value);
         Ok(Self {
             proof: Proof::derive(ProofKind::Executor, value),
+            task: Proof::derive(ProofKind::Task, value),
         })
     }
 
@@ -98,7 +110,36 @@ impl ClusterSecret {
     pub fn accepts_user_agent(&self, user_agent: &str) -> bool {
         self.proof.accepts_user_agent(user_agent)
     }
+
+    /// `config` with the proof that its tasks come from this cluster's
+    /// scheduler (in `quiver.task_proof`, replacing any value a client set).
+    pub fn stamp_tasks(&self, mut config: SessionConfig) -> datafusion::error::Result<SessionConfig> {
+        config.options_mut().set(TASK_PROOF_KEY, self.task.value())?;
+        Ok(config)
+    }
+
+    /// True when a task's settings carry the proof [`Self::stamp_tasks`] puts there.
+    ///
+    /// ```
+    /// use datafusion::prelude::SessionConfig;
+    /// use quiver_core::cluster_secret::ClusterSecret;
+    /// use quiver_core::options::QuiverOptions;
+    /// let secret = ClusterSecret::new("a-long-shared-secret").unwrap();
+    /// let config = SessionConfig::new().with_option_extension(QuiverOptions::default());
+    /// assert!(!secret.accepts_task(&config));
+    /// let stamped = secret.stamp_tasks(config.clone()).unwrap();
+    /// assert!(secret.accepts_task(&stamped));
+    /// let other = ClusterSecret::new("another-long-secret").unwrap();
+    /// assert!(!other.accepts_task(&stamped));
+    /// ```
+    pub fn accepts_task(&self, config: &SessionConfig) -> bool {
+        let presented = crate::options::quiver_options(config).task_proof.unwrap_or_default();
+        self.task.accepts(&presented)
+    }
 }
+
+/// The setting a task's proof travels in.
+const TASK_PROOF_KEY: &str = "quiver.task_proof";
 
 #[cfg(test)]
 mod tests {

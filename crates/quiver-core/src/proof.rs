@@ -11,6 +11,11 @@
 //! * a client's result fetches through the scheduler's Flight proxy prove
 //!   the scheduler's access token.
 //!
+//! A third kind travels in a task's settings rather than a header: the
+//! scheduler stamps every job's sessions with a proof of the cluster secret
+//! (`quiver.task_proof`), and executors run only tasks that carry it
+//! ([`crate::cluster_secret::ClusterSecret::accepts_task`]).
+//!
 //! The side that checks keeps only the proof's digest and compares digests
 //! in constant time.
 //!
@@ -36,6 +41,8 @@ pub enum ProofKind {
     /// A client fetching results through the scheduler's Flight proxy (the
     /// scheduler's access token).
     ResultFetch,
+    /// A task the scheduler launched (the cluster secret), in its settings.
+    Task,
 }
 
 impl ProofKind {
@@ -44,6 +51,7 @@ impl ProofKind {
         match self {
             ProofKind::Executor => b"quiver-executor-proof\0",
             ProofKind::ResultFetch => b"quiver-result-fetch-proof\0",
+            ProofKind::Task => b"quiver-task-proof\0",
         }
     }
 
@@ -52,6 +60,7 @@ impl ProofKind {
         match self {
             ProofKind::Executor => "quiver-cluster-proof=",
             ProofKind::ResultFetch => "quiver-token-proof=",
+            ProofKind::Task => "quiver-task-proof=",
         }
     }
 
@@ -60,6 +69,7 @@ impl ProofKind {
         match self {
             ProofKind::Executor => "quiver-executor",
             ProofKind::ResultFetch => "quiver-client",
+            ProofKind::Task => "quiver-scheduler",
         }
     }
 }
@@ -107,6 +117,16 @@ impl Proof {
             .split_whitespace()
             .find_map(|word| word.strip_prefix(self.kind.key()))
             .unwrap_or("");
+        self.accepts(presented)
+    }
+
+    /// The proof itself, for where it travels as a value (a task's settings).
+    pub fn value(&self) -> &str {
+        &self.proof
+    }
+
+    /// True when `presented` is this proof (compared in constant time).
+    pub fn accepts(&self, presented: &str) -> bool {
         self.digest.matches(&Digest::of(&[presented.as_bytes()]))
     }
 }

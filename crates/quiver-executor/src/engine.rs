@@ -26,6 +26,12 @@
 //! Each stage's executor is wrapped in a [`TaskErrors`], so a failing
 //! task's error reaches the client in a form it can rebuild.
 //!
+//! With a cluster secret, a task runs only when its settings carry the
+//! scheduler's task proof ([`ClusterSecret::accepts_task`]): anyone else
+//! who reaches the gRPC port and launches a task (a plan that reads the
+//! executor's files or its S3 credentials' data, or writes) is refused
+//! before the plan runs.
+//!
 //! [`compact_shuffle_input`] puts a [`CompactExec`] under the stage's
 //! shuffle writer, so string views do not drag whole Parquet pages into
 //! shuffle files and slices of large arrays do not make the sort shuffle
@@ -43,14 +49,15 @@ use ballista_core::execution_plans::{ShuffleReaderExec, ShuffleWriterExec};
 use ballista_core::extension::BallistaConfigGrpcEndpoint;
 use ballista_core::utils::GrpcClientConfig;
 use ballista_executor::execution_engine::{DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor};
-use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion::prelude::SessionConfig;
+use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::conform::{ConformExec, has_dictionary};
 
 use crate::compact::CompactExec;
@@ -60,13 +67,17 @@ use crate::task_errors::TaskErrors;
 /// Ballista's engine with Quiver's plan repairs.
 pub struct QuiverExecutionEngine {
     inner: DefaultExecutionEngine,
+    /// When set, tasks must prove they come from this cluster's scheduler.
+    cluster_secret: Option<ClusterSecret>,
 }
 
 impl QuiverExecutionEngine {
-    /// An engine whose shuffle clients stay open `client_ttl` when idle.
-    pub fn new(client_ttl: Duration) -> Self {
+    /// An engine whose shuffle clients stay open `client_ttl` when idle, and
+    /// that runs only tasks stamped with `cluster_secret` when given.
+    pub fn new(client_ttl: Duration, cluster_secret: Option<ClusterSecret>) -> Self {
         Self {
             inner: DefaultExecutionEngine::with_client_pool(ShuffleClientPool::new(client_ttl)),
+            cluster_secret,
         }
     }
 }
@@ -160,6 +171,19 @@ impl ExecutionEngine for QuiverExecutionEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
+        if let Some(secret) = &self.cluster_secret
+            && !secret.accepts_task(config)
+        {
+            tracing::warn!(
+                job = %job_id,
+                stage = stage_id,
+                "refused a task: it does not carry the cluster's task proof (it was not launched by this cluster's scheduler)"
+            );
+            return Err(DataFusionError::Execution(format!(
+                "task of job {job_id} stage {stage_id} refused: it was not launched by this cluster's scheduler \
+                 (the scheduler and executors need the same cluster secret)"
+            )));
+        }
         let plan = restore_compression(plan)?;
         let plan = restore_empty_grouping_set(plan)?;
         let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(plan)?)?)?;

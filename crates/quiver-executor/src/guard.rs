@@ -10,8 +10,11 @@
 //!   reads and the scheduler's result proxy. Anything else that reaches the
 //!   port gets `UNAUTHENTICATED` and no data.
 //!
-//! (The executor's gRPC port, where the scheduler pushes tasks, is served by
-//! Ballista with no hook for a check: keep it on the cluster's network.)
+//! The executor's gRPC port, where the scheduler pushes tasks, is served by
+//! Ballista with no hook for a check; instead, the execution engine runs
+//! only tasks that carry the scheduler's task proof ([`crate::engine`]).
+//! Its other calls (stop, cancel, remove a job's data) stay open to whoever
+//! reaches the port: keep it on the cluster's network.
 
 use std::sync::Arc;
 

@@ -203,7 +203,10 @@ pub fn process_config(
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
         override_function_registry: Some(factory.function_registry()),
-        override_execution_engine: Some(Arc::new(engine::QuiverExecutionEngine::new(Duration::from_secs(30)))),
+        override_execution_engine: Some(Arc::new(engine::QuiverExecutionEngine::new(
+            Duration::from_secs(30),
+            options.cluster_secret.clone(),
+        ))),
         override_create_grpc_client_endpoint: options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override),
         override_arrow_flight_service: options
             .cluster_secret

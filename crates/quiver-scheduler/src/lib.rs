@@ -192,6 +192,17 @@ impl SchedulerHandle {
     }
 }
 
+/// The sessions jobs run in: Quiver's, stamped with the cluster secret's
+/// task proof when there is one, so executors know the tasks are this
+/// scheduler's ([`ClusterSecret::stamp_tasks`]).
+fn session_builder(options: &SchedulerOptions, factory: &SessionFactory) -> quiver_core::session::SessionBuilder {
+    let inner = factory.session_builder();
+    match options.cluster_secret.clone() {
+        Some(secret) => Arc::new(move |config| inner(secret.stamp_tasks(config)?)),
+        None => inner,
+    }
+}
+
 fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u16) -> SchedulerConfig {
     let timeout = options.executor_timeout.as_secs().max(2);
     SchedulerConfig {
@@ -216,7 +227,7 @@ fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u
         enable_embedded_flight_proxy: true,
         min_ready_executors: 1,
         override_config_producer: Some(factory.config_producer()),
-        override_session_builder: Some(factory.session_builder()),
+        override_session_builder: Some(session_builder(options, factory)),
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
         // Ballista's default generator keeps a thread ticking every millisecond.
@@ -251,7 +262,7 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
 
     let job_state = InMemoryJobState::new(
         config.scheduler_id.clone(),
-        share_file_statistics_cache(factory.session_builder()),
+        share_file_statistics_cache(session_builder(&options, &factory)),
         factory.config_producer(),
     );
     let observed: Arc<dyn JobState> = Arc::new(ObservedJobState::new(Arc::new(job_state), jobs.clone()));

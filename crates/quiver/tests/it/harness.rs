@@ -465,12 +465,17 @@ impl Cluster {
     /// The command that starts executor `id` of this cluster, with the
     /// cluster secret in its environment.
     pub fn executor_command(&self, id: &str, slots: usize) -> Command {
+        self.executor_command_on(id, slots, free_port())
+    }
+
+    /// [`Self::executor_command`], with its gRPC port (where tasks are pushed).
+    pub fn executor_command_on(&self, id: &str, slots: usize, grpc_port: u16) -> Command {
         let mut cmd = Command::new(quiver_bin());
         cmd.arg("executor")
             .args(["--scheduler", &format!("127.0.0.1:{}", self.port)])
             .args(["--bind", "127.0.0.1", "--external-host", "127.0.0.1"])
             .args(["--flight-port", &free_port().to_string()])
-            .args(["--grpc-port", &free_port().to_string()])
+            .args(["--grpc-port", &grpc_port.to_string()])
             .args(["--health-port", &free_port().to_string()])
             .args(["--slots", &slots.to_string(), "--heartbeat-interval", "1"])
             .args(["--id", id])

@@ -466,3 +466,93 @@ fn fetch_partition_as(url: &str, host: &str, port: u16, user_agent: Option<&str>
         }
     })
 }
+
+/// Anyone who reaches an executor's gRPC port can launch a task there
+/// (Ballista serves the port with no check). Here a process without the
+/// cluster secret launches a well-formed task that writes a shuffle file;
+/// the executor refuses it before its plan runs, and says why, while the
+/// scheduler's own tasks keep running.
+#[test]
+fn a_task_not_launched_by_the_scheduler_is_refused() {
+    use std::sync::Arc;
+
+    use ballista_core::execution_plans::ShuffleWriterExec;
+    use ballista_core::serde::protobuf::executor_grpc_client::ExecutorGrpcClient;
+    use ballista_core::serde::protobuf::{LaunchMultiTaskParams, MultiTaskDefinition, TaskId};
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+    use datafusion_proto::physical_plan::AsExecutionPlan;
+    use datafusion_proto::protobuf::PhysicalPlanNode;
+    use prost::Message;
+
+    let s = shared();
+    let grpc_port = crate::harness::free_port();
+    let id = format!("target-{grpc_port}");
+    let mut cmd = s.cluster.executor_command_on(&id, 1, grpc_port);
+    let mut target = crate::harness::Proc::spawn(&id, &mut cmd, &s.cluster.dir);
+    crate::harness::wait_for(
+        "the target executor to register",
+        std::time::Duration::from_secs(60),
+        || s.cluster.executors_alive().iter().any(|e| e.id == id),
+    );
+
+    let work_dir = s.cluster.dir.join(&id);
+    let job_id = format!("rogue-job-{grpc_port}");
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(
+        ShuffleWriterExec::try_new(
+            job_id.clone().into(),
+            1,
+            Arc::new(PlaceholderRowExec::new(Arc::new(Schema::empty()))),
+            work_dir.display().to_string(),
+        )
+        .unwrap(),
+    );
+    let factory = quiver_core::session::SessionFactory::new(&quiver_core::config::Settings::new()).unwrap();
+    let codec = factory.physical_codec();
+    let plan = PhysicalPlanNode::try_from_physical_plan(plan, codec.as_ref())
+        .unwrap()
+        .encode_to_vec();
+    let launch = LaunchMultiTaskParams {
+        multi_tasks: vec![MultiTaskDefinition {
+            task_ids: vec![TaskId {
+                task_id: 1,
+                task_attempt_num: 0,
+                global_output_partition_ids: vec![0],
+                ..Default::default()
+            }],
+            job_id: job_id.clone(),
+            stage_id: 1,
+            stage_attempt_num: 0,
+            plan,
+            session_id: "rogue-session".into(),
+            launch_time: 0,
+            props: vec![],
+        }],
+        scheduler_endpoint: format!("127.0.0.1:{}", s.cluster.port),
+    };
+    let answer = crate::harness::block_on(async {
+        let mut client = ExecutorGrpcClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+            .await
+            .expect("the executor's gRPC port answers");
+        client.launch_multi_task(launch).await
+    });
+    // Ballista takes the task and runs it in the background; what counts is
+    // that it never runs.
+    eprintln!("launch answered: {:?}", answer.map(|r| r.into_inner()));
+    let output = work_dir.join(&job_id);
+    crate::harness::wait_for(
+        "the executor to refuse or run the task",
+        std::time::Duration::from_secs(30),
+        || target.log_text().contains("refused a task") || output.exists(),
+    );
+    assert!(!output.exists(), "the rogue task ran: {} exists", output.display());
+    // The scheduler's own tasks still run on it.
+    let run = s.cluster.submit(
+        &format!("{}SELECT count(*) AS n FROM orders_parquet;", crate::data::ddl("lake")),
+        &[],
+    );
+    run.ok();
+    assert!(!target.log_text().contains("panicked at"), "{}", target.log_text());
+    target.kill();
+}
