@@ -63,3 +63,4 @@ pub mod secret;
 pub mod session;
 pub mod storage;
 pub mod tables;
+pub mod tls;

@@ -323,6 +323,18 @@ impl SessionFactory {
         if let Some(partitions) = parallelism.filter(|n| *n > 0) {
             config = config.with_target_partitions(partitions);
         }
+        // A scheduler at https://... serves TLS only: the session dials it
+        // (and fetches results from it) with the roots of QUIVER_CA_FILE.
+        let tls = match scheduler_url.starts_with("https://") {
+            true => Some(
+                crate::tls::ClientTls::from_env()
+                    .map_err(SessionError::Config)?
+                    .endpoint_override(false),
+            ),
+            false => None,
+        };
+        config = config.with_ballista_use_tls(tls.is_some());
+        let mut shape = tls;
         if let Some(token) = token {
             config = config.with_ballista_grpc_metadata(std::collections::HashMap::from([(
                 "authorization".to_owned(),
@@ -330,8 +342,14 @@ impl SessionFactory {
             )]));
             // Result fetches through the scheduler's Flight proxy carry no
             // metadata, only what the endpoint sets: a proof of the token.
-            let fetch = crate::proof::Proof::derive(crate::proof::ProofKind::ResultFetch, token);
-            config = config.with_ballista_override_create_grpc_client_endpoint(fetch.endpoint_override());
+            let fetch = crate::proof::Proof::derive(crate::proof::ProofKind::ResultFetch, token).endpoint_override();
+            shape = Some(match shape {
+                Some(tls) => crate::tls::chain(tls, fetch),
+                None => fetch,
+            });
+        }
+        if let Some(shape) = shape {
+            config = config.with_ballista_override_create_grpc_client_endpoint(shape);
         }
         config
             .options_mut()

@@ -37,6 +37,7 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_executor::health::ExecutorHealth;
 use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
+use quiver_core::tls::ClientTls;
 
 /// Default port of the executor's Arrow Flight service (shuffle and results).
 pub const DEFAULT_FLIGHT_PORT: u16 = 50051;
@@ -86,6 +87,8 @@ pub struct ExecutorOptions {
     /// The cluster secret whose proof the executor's calls to the scheduler
     /// carry; `None` for a cluster without one.
     pub cluster_secret: Option<ClusterSecret>,
+    /// What to trust when the scheduler serves TLS; `None`: plain.
+    pub scheduler_tls: Option<ClientTls>,
 }
 
 impl ExecutorOptions {
@@ -117,6 +120,7 @@ impl Default for ExecutorOptions {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             shuffle_ttl: Some(Duration::from_secs(24 * 3600)),
             cluster_secret: None,
+            scheduler_tls: None,
         }
     }
 }
@@ -207,7 +211,7 @@ pub fn process_config(
             Duration::from_secs(30),
             options.cluster_secret.clone(),
         ))),
-        override_create_grpc_client_endpoint: options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override),
+        override_create_grpc_client_endpoint: scheduler_endpoint_override(options),
         override_arrow_flight_service: options
             .cluster_secret
             .clone()
@@ -219,6 +223,17 @@ pub fn process_config(
         config.executor_id = id.clone();
     }
     config
+}
+
+/// How the executor's scheduler connections are shaped: TLS when the
+/// scheduler serves it, then the cluster secret's proof on every call.
+fn scheduler_endpoint_override(options: &ExecutorOptions) -> Option<ballista_core::extension::EndpointOverrideFn> {
+    let tls = options.scheduler_tls.as_ref().map(|tls| tls.endpoint_override(true));
+    let proof = options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override);
+    match (tls, proof) {
+        (Some(tls), Some(proof)) => Some(quiver_core::tls::chain(tls, proof)),
+        (tls, proof) => tls.or(proof),
+    }
 }
 
 async fn serve_health(bind_host: &str, port: u16, health: ExecutorHealth) -> Result<(), ExecutorError> {

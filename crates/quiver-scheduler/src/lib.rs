@@ -35,8 +35,10 @@ pub mod job_ids;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;
+pub mod tls;
 pub mod ui;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +49,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use ballista_core::extension::BallistaConfigGrpcEndpoint;
+use ballista_core::extension::{BallistaConfigGrpcEndpoint, SessionConfigExt};
 use ballista_core::flight_proxy_service::BallistaFlightProxyService;
 use ballista_core::serde::BallistaCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
@@ -56,6 +58,7 @@ use ballista_scheduler::cluster::{BallistaCluster, JobState};
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::metrics::default_metrics_collector;
 use ballista_scheduler::state::session_manager::share_file_statistics_cache;
+use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
@@ -69,6 +72,7 @@ use crate::job_ids::JobIds;
 use crate::jobs::{JobService, JobServiceOptions};
 use crate::metrics::SchedulerMetrics;
 use crate::observe::ObservedJobState;
+use crate::tls::{ServerTls, TlsListener};
 
 /// Default scheduler port.
 pub const DEFAULT_PORT: u16 = quiver_core::api::DEFAULT_SCHEDULER_PORT;
@@ -101,6 +105,8 @@ pub struct SchedulerOptions {
     /// Spread each stage's tasks evenly over executors (true) or fill one
     /// executor's slots first (false).
     pub round_robin: bool,
+    /// Serve the port over TLS only, with this certificate; `None`: plain.
+    pub tls: Option<ServerTls>,
 }
 
 impl SchedulerOptions {
@@ -125,6 +131,7 @@ impl Default for SchedulerOptions {
             token: None,
             cluster_secret: None,
             round_robin: true,
+            tls: None,
         }
     }
 }
@@ -166,7 +173,7 @@ impl SchedulerHandle {
         self.addr
     }
 
-    /// `http://host:port` for clients on this host.
+    /// `http://host:port` (`https://` with TLS) for clients on this host.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -195,12 +202,20 @@ impl SchedulerHandle {
 /// The sessions jobs run in: Quiver's, stamped with the cluster secret's
 /// task proof when there is one, so executors know the tasks are this
 /// scheduler's ([`ClusterSecret::stamp_tasks`]).
+///
+/// A client's `ballista.client.use_tls` is about its own connection to this
+/// scheduler; it is turned off for the job, whose tasks read shuffle data
+/// from executors' Flight ports, which serve no TLS.
 fn session_builder(options: &SchedulerOptions, factory: &SessionFactory) -> quiver_core::session::SessionBuilder {
     let inner = factory.session_builder();
-    match options.cluster_secret.clone() {
-        Some(secret) => Arc::new(move |config| inner(secret.stamp_tasks(config)?)),
-        None => inner,
-    }
+    let secret = options.cluster_secret.clone();
+    Arc::new(move |config: SessionConfig| {
+        let config = config.with_ballista_use_tls(false);
+        inner(match &secret {
+            Some(secret) => secret.stamp_tasks(config)?,
+            None => config,
+        })
+    })
 }
 
 fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u16) -> SchedulerConfig {
@@ -238,16 +253,7 @@ fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u
 
 /// Starts a scheduler and returns once it accepts connections.
 pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result<SchedulerHandle, SchedulerError> {
-    let bind = format!("{}:{}", options.bind_host, options.port);
-    let listener = tokio::net::TcpListener::bind(&bind)
-        .await
-        .map_err(|source| SchedulerError::Bind {
-            addr: bind.clone(),
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SchedulerError::Bind { addr: bind, source })?;
+    let (listener, addr) = bind(&format!("{}:{}", options.bind_host, options.port)).await?;
     let config = Arc::new(ballista_config(&options, &factory, addr.port()));
     config.validate().map_err(|e| SchedulerError::Ballista(e.to_string()))?;
 
@@ -285,8 +291,21 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         ip => ip.to_string(),
     };
-    let url = format!("http://{local_host}:{}", addr.port());
-    jobs.attach(scheduler.clone(), observed, url.clone(), options.token.clone());
+    let scheme = if options.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{local_host}:{}", addr.port());
+    // The job service plans its scripts as a client of this port. Over TLS
+    // it would need a CA for a name this process may not have, so it talks
+    // to the same services through a plain listener on the loopback
+    // interface only (the token and the cluster secret hold there as well).
+    let loopback = match options.tls {
+        Some(_) => {
+            let (listener, own) = bind("127.0.0.1:0").await?;
+            Some((listener, format!("http://{own}")))
+        }
+        None => None,
+    };
+    let own_url = loopback.as_ref().map_or_else(|| url.clone(), |(_, own)| own.clone());
+    jobs.attach(scheduler.clone(), observed, own_url, options.token.clone());
     let view = ClusterView::new(config.executor_timeout_seconds);
     view.follow(&scheduler).await;
 
@@ -312,22 +331,64 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         history = %options.history,
         auth = options.token.is_some(),
         cluster_secret = options.cluster_secret.is_some(),
+        tls = options.tls.is_some(),
         "Quiver scheduler listening (gRPC, Flight proxy, REST, UI)"
     );
     // Without TCP_NODELAY, a response written in pieces (gRPC headers, then
     // data, then trailers; a job's status stream; Flight batches through the
     // proxy) waits for the client's delayed ACK: 40 ms per exchange on Linux.
     // tonic sets it on its own listeners; axum leaves it to the caller.
-    let listener = listener.tap_io(|tcp| {
+    let nodelay = |tcp: &mut tokio::net::TcpStream| {
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::warn!(%error, "could not set TCP_NODELAY on a scheduler connection");
         }
-    });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    };
+    let public: futures::future::BoxFuture<'static, std::io::Result<()>> = match &options.tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls).map_err(|source| SchedulerError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+            Box::pin(
+                axum::serve(
+                    listener,
+                    router
+                        .clone()
+                        .layer(axum::middleware::from_fn(tls::peer_as_socket_addr))
+                        .into_make_service_with_connect_info::<tls::TlsPeer>(),
+                )
+                .with_graceful_shutdown(shutdown_signal())
+                .into_future(),
+            )
+        }
+        None => Box::pin(
+            axum::serve(
+                listener.tap_io(nodelay),
+                router.clone().into_make_service_with_connect_info::<SocketAddr>(),
+            )
             .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| SchedulerError::Serve(e.to_string()))
+            .into_future(),
+        ),
+    };
+    let own: futures::future::BoxFuture<'static, std::io::Result<()>> = match loopback {
+        Some((listener, _)) => Box::pin(
+            axum::serve(
+                listener.tap_io(nodelay),
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .into_future(),
+        ),
+        None => Box::pin(futures::future::pending()),
+    };
+    let server = tokio::spawn(async move {
+        // Both listeners stop on the same signal; either one failing stops
+        // the scheduler.
+        tokio::select! {
+            served = public => served,
+            served = own => served,
+        }
+        .map_err(|e| SchedulerError::Serve(e.to_string()))
     });
     Ok(SchedulerHandle {
         addr,
@@ -377,6 +438,17 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no executor has registered yet")
     }
+}
+
+/// A listener on `addr`, and the address it got.
+async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), SchedulerError> {
+    let failed = |source| SchedulerError::Bind {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use quiver_core::api::{
     CloseSession, ClusterOverview, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSummary, OpenSession, SubmitJob,
 };
+use quiver_core::tls::ClientTls;
 use serde::de::DeserializeOwned;
 
 /// Environment variable naming the scheduler (`host:port` or `http://host:port`).
@@ -59,6 +60,9 @@ pub enum ClientError {
     /// The answer could not be read.
     #[error("unexpected answer from the scheduler: {0}")]
     Decode(String),
+    /// The CA to trust for an https:// scheduler cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Turns `host:port`, `http://host:port`, `quiver://host:port` or `df://host:port`
@@ -104,14 +108,22 @@ impl ApiClient {
     /// A client for the scheduler at `address`, sending `token` when given.
     pub fn new(address: &str, token: Option<String>) -> Result<Self, ClientError> {
         let base = scheduler_url(address)?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| ClientError::Unreachable {
-                url: base.clone(),
-                message: e.to_string(),
-            })?;
+            .timeout(Duration::from_secs(120));
+        if base.starts_with("https://") {
+            // The same roots the session's gRPC calls trust.
+            let tls = ClientTls::from_env().map_err(|e| ClientError::Tls(e.to_string()))?;
+            if let Some(pem) = tls.ca_pem() {
+                for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError::Tls(e.to_string()))? {
+                    http = http.add_root_certificate(cert);
+                }
+            }
+        }
+        let http = http.build().map_err(|e| ClientError::Unreachable {
+            url: base.clone(),
+            message: e.to_string(),
+        })?;
         if let Some(t) = &token {
             quiver_core::secret::register(t);
         }

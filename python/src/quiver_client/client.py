@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import os
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,6 +34,7 @@ from .models import Job, JobState
 DEFAULT_PORT = 50050
 SCHEDULER_ENV = "QUIVER_SCHEDULER"
 TOKEN_ENV = "QUIVER_TOKEN"
+CA_FILE_ENV = "QUIVER_CA_FILE"
 
 ProgressCallback = Callable[[Job], None]
 
@@ -57,6 +59,19 @@ def scheduler_url(address: str) -> str:
         raise ValueError(f"'{address}' is not a scheduler address: write HOST:PORT or http://HOST:PORT")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{scheme}://{host}:{parts.port or DEFAULT_PORT}"
+
+
+def tls_verify() -> ssl.SSLContext | bool:
+    """What an ``https://`` scheduler's certificate is checked against: only
+    the CA in the PEM file ``QUIVER_CA_FILE`` names when it is set, else the
+    system's roots."""
+    ca_file = os.environ.get(CA_FILE_ENV)
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot use {ca_file} ({CA_FILE_ENV}) as the CA to trust: {e}") from e
 
 
 def _message(response: httpx.Response) -> str:
@@ -180,7 +195,9 @@ class QuiverClient(_Base):
 
     def __init__(self, scheduler: str | None = None, token: str | None = None, *, timeout: float = 60.0) -> None:
         super().__init__(scheduler, token)
-        self._http = httpx.Client(base_url=self.base_url, headers=self._headers(), timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self._headers(), timeout=timeout, verify=tls_verify()
+        )
 
     def close(self) -> None:
         """Closes the connection pool."""
@@ -328,7 +345,9 @@ class AsyncQuiverClient(_Base):
 
     def __init__(self, scheduler: str | None = None, token: str | None = None, *, timeout: float = 60.0) -> None:
         super().__init__(scheduler, token)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers(), timeout=timeout, verify=tls_verify()
+        )
 
     async def aclose(self) -> None:
         """Closes the connection pool."""

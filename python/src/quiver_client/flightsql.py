@@ -13,10 +13,13 @@ Any ADBC or Flight SQL client works the same way:
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as flightsql
+
+from .client import CA_FILE_ENV
 
 
 def flight_uri(base_url: str) -> str:
@@ -38,4 +41,9 @@ def connect(base_url: str, token: str | None = None) -> flightsql.Connection:
     options: dict[str, str] = {}
     if token:
         options[adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
+    # Over TLS, the CA of QUIVER_CA_FILE as the REST client trusts it.
+    ca_file = os.environ.get(CA_FILE_ENV)
+    if ca_file and urlsplit(base_url).scheme == "https":
+        with open(ca_file, encoding="ascii") as pem:
+            options[adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value] = pem.read()
     return flightsql.connect(flight_uri(base_url), db_kwargs=options)

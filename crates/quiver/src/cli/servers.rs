@@ -10,10 +10,12 @@ use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::config::Settings;
 use quiver_core::session::SessionFactory;
 use quiver_core::storage::LocalPaths;
+use quiver_core::tls::ClientTls;
 use quiver_executor::ExecutorOptions;
 use quiver_scheduler::SchedulerOptions;
 use quiver_scheduler::history::HistoryLocation;
 use quiver_scheduler::jobs::JobServiceOptions;
+use quiver_scheduler::tls::ServerTls;
 
 use super::UsageError;
 
@@ -102,6 +104,14 @@ pub struct SchedulerArgs {
     local_paths: LocalPathArgs,
     #[command(flatten)]
     cluster_secret: ClusterSecretArgs,
+    /// Serve the port over TLS only, with this certificate (PEM: the
+    /// certificate, then any intermediates). Clients then use
+    /// https://HOST:PORT and, for a private CA, QUIVER_CA_FILE.
+    #[arg(long, env = "QUIVER_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "QUIVER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -129,6 +139,10 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
         token,
         cluster_secret: args.cluster_secret.load()?,
         round_robin: true,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTls::load(cert, key).map_err(|e| UsageError(e.to_string()))?),
+            _ => None,
+        },
     };
     let handle = quiver_scheduler::start(options, factory).await?;
     eprintln!(
@@ -191,6 +205,10 @@ pub struct ExecutorArgs {
     local_paths: LocalPathArgs,
     #[command(flatten)]
     cluster_secret: ClusterSecretArgs,
+    /// The CA (PEM) to trust when --scheduler is https://...; default: the
+    /// system's roots.
+    #[arg(long, env = quiver_core::tls::CA_FILE_ENV, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// The token in `path`: an unreadable or empty file is a start-up error, not
@@ -238,6 +256,13 @@ pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Resu
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval.max(1)),
         connect_timeout: Duration::from_secs(args.connect_timeout),
         cluster_secret: args.cluster_secret.load()?,
+        scheduler_tls: match parsed.scheme() {
+            "https" => Some(match &args.ca_file {
+                Some(ca) => ClientTls::with_ca_file(ca).map_err(|e| UsageError(e.to_string()))?,
+                None => ClientTls::system_roots(),
+            }),
+            _ => None,
+        },
         ..ExecutorOptions::default()
     };
     quiver_executor::run(options, factory).await?;

@@ -367,7 +367,40 @@ pub struct Cluster {
     pub token: Option<String>,
     /// Extra arguments every executor of this cluster starts with.
     pub executor_args: Vec<String>,
+    /// The CA clients trust when the scheduler serves TLS.
+    pub ca_file: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// A CA, and a certificate for 127.0.0.1 and localhost that it signed,
+/// made for one test and written as PEM files.
+pub struct TestCa {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn make(dir: &std::path::Path) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "Quiver test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, "quiver scheduler");
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        let out = TestCa {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("scheduler.pem"),
+            key: dir.join("scheduler-key.pem"),
+        };
+        std::fs::write(&out.ca, ca.pem()).unwrap();
+        std::fs::write(&out.cert, cert.pem()).unwrap();
+        std::fs::write(&out.key, key.serialize_pem()).unwrap();
+        out
+    }
 }
 
 pub struct ClusterOptions {
@@ -377,6 +410,8 @@ pub struct ClusterOptions {
     pub executor_timeout_secs: u64,
     pub scheduler_args: Vec<String>,
     pub executor_args: Vec<String>,
+    /// Serve the scheduler port over TLS with a CA made for this cluster.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -388,6 +423,7 @@ impl Default for ClusterOptions {
             executor_timeout_secs: 30,
             scheduler_args: vec![],
             executor_args: vec![],
+            tls: false,
         }
     }
 }
@@ -407,9 +443,20 @@ impl Cluster {
             history,
             token: options.token.clone(),
             executor_args: vec![],
+            ca_file: None,
             _tmp: Some(tmp),
         };
-        cluster.url = format!("http://127.0.0.1:{}", cluster.port);
+        let mut options = options;
+        if options.tls {
+            let ca = TestCa::make(&dir);
+            options.scheduler_args.push("--tls-cert".into());
+            options.scheduler_args.push(ca.cert.display().to_string());
+            options.scheduler_args.push("--tls-key".into());
+            options.scheduler_args.push(ca.key.display().to_string());
+            cluster.ca_file = Some(ca.ca);
+        }
+        let scheme = if options.tls { "https" } else { "http" };
+        cluster.url = format!("{scheme}://127.0.0.1:{}", cluster.port);
         cluster.scheduler = cluster.spawn_scheduler(&options);
         cluster.wait_http();
         cluster.executor_args = options.executor_args.clone();
@@ -472,7 +519,7 @@ impl Cluster {
     pub fn executor_command_on(&self, id: &str, slots: usize, grpc_port: u16) -> Command {
         let mut cmd = Command::new(quiver_bin());
         cmd.arg("executor")
-            .args(["--scheduler", &format!("127.0.0.1:{}", self.port)])
+            .args(["--scheduler", &self.url])
             .args(["--bind", "127.0.0.1", "--external-host", "127.0.0.1"])
             .args(["--flight-port", &free_port().to_string()])
             .args(["--grpc-port", &grpc_port.to_string()])
@@ -486,7 +533,11 @@ impl Cluster {
             .env("QUIVER_LOG", "info")
             .env(quiver_core::cluster_secret::ENV, CLUSTER_SECRET)
             .env_remove("QUIVER_SCHEDULER")
+            .env_remove(quiver_core::tls::CA_FILE_ENV)
             .current_dir(&self.dir);
+        if let Some(ca) = &self.ca_file {
+            cmd.env(quiver_core::tls::CA_FILE_ENV, ca);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -495,18 +546,19 @@ impl Cluster {
 
     pub fn wait_http(&self) {
         let url = format!("{}/healthz", self.url);
+        let http = self.http();
         wait_for("the scheduler to answer /healthz", Duration::from_secs(30), || {
-            reqwest::blocking::get(&url)
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
+            http.get(&url).send().map(|r| r.status().is_success()).unwrap_or(false)
         });
     }
 
-    fn http(&self) -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap()
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let mut http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
+        if let Some(ca) = &self.ca_file {
+            let pem = std::fs::read(ca).unwrap();
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        http.build().unwrap()
     }
 
     fn with_token(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
@@ -614,10 +666,14 @@ impl Cluster {
     pub fn quiver(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(quiver_bin());
         cmd.args(args)
-            .env("QUIVER_SCHEDULER", format!("127.0.0.1:{}", self.port))
+            .env("QUIVER_SCHEDULER", &self.url)
             .env("QUIVER_HISTORY_FILE", self.dir.join("shell_history"))
             .env_remove("QUIVER_LOG")
-            .env_remove("QUIVER_TOKEN");
+            .env_remove("QUIVER_TOKEN")
+            .env_remove(quiver_core::tls::CA_FILE_ENV);
+        if let Some(ca) = &self.ca_file {
+            cmd.env(quiver_core::tls::CA_FILE_ENV, ca);
+        }
         if let Some(t) = &self.token {
             cmd.env("QUIVER_TOKEN", t);
         }

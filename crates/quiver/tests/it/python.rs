@@ -8,15 +8,20 @@ use std::process::Command;
 
 use crate::harness::quiver_bin;
 
-#[test]
-fn python_client_airflow_provider_flight_sql_and_notebook() {
-    let python = std::env::var_os("QUIVER_PYTHON")
+/// The Python of the test environment `scripts/test` builds.
+pub fn python() -> PathBuf {
+    std::env::var_os("QUIVER_PYTHON")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/quiver-python/venv/bin/python")))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!("no Python test environment: run scripts/test (it builds one), or set QUIVER_PYTHON to a python with python/requirements-test.txt and ./python installed")
-        });
+        })
+}
+
+#[test]
+fn python_client_airflow_provider_flight_sql_and_notebook() {
+    let python = python();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../python");
     let out = Command::new(&python)
         .args([

@@ -467,6 +467,105 @@ fn fetch_partition_as(url: &str, host: &str, port: u16, user_agent: Option<&str>
     })
 }
 
+/// With `--tls-cert` and `--tls-key` the scheduler's port speaks TLS only:
+/// a plain-HTTP client gets no answer, an HTTPS client that does not trust
+/// the CA is refused, and executors, `quiver sql`, `quiver submit` and REST
+/// work over it with the CA (`QUIVER_CA_FILE`). The CA and the certificate
+/// are made for this test.
+#[test]
+fn with_tls_the_port_refuses_plain_http_and_clients_with_the_ca_work() {
+    use crate::harness::{Cluster, ClusterOptions};
+    let s = shared();
+    let cluster = Cluster::start(
+        &s.s3,
+        ClusterOptions {
+            token: Some("tls-test-token-6d1f0b2e".into()),
+            tls: true,
+            ..Default::default()
+        },
+    );
+    // Cluster::start waited for the executor: it registered over TLS.
+    assert!(cluster.url.starts_with("https://"), "{}", cluster.url);
+
+    let plain = format!("http://127.0.0.1:{}/healthz", cluster.port);
+    let answer = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .unwrap()
+        .get(&plain)
+        .send();
+    assert!(answer.is_err(), "a plain-HTTP request was answered: {answer:?}");
+    let untrusted = reqwest::blocking::Client::new()
+        .get(format!("{}/healthz", cluster.url))
+        .send();
+    assert!(untrusted.is_err(), "the test CA's certificate was trusted without it");
+
+    let health = cluster.http().get(format!("{}/healthz", cluster.url)).send().unwrap();
+    assert!(health.status().is_success());
+    assert_eq!(cluster.get("/api/v1/executors").status().as_u16(), 200);
+
+    // A query planned by the CLI: Ballista's gRPC to the scheduler and the
+    // result fetch through its Flight proxy over TLS; its stages' shuffle
+    // reads between the two executors stay plain.
+    let run = cluster.sql(
+        "SELECT value % 7 AS k, count(*) AS n FROM generate_series(1, 70000) GROUP BY 1 ORDER BY 1",
+        &["--format", "csv"],
+    );
+    run.ok();
+    let rows = crate::harness::csv_rows(&run.stdout);
+    assert_eq!(rows.len(), 8, "{}", run.stdout);
+    assert!(rows[1..].iter().all(|r| r[1] == "10000"), "{}", run.stdout);
+    // A submitted script: REST over TLS, planned by the job service.
+    let run = cluster.submit(
+        "SELECT count(*) AS n FROM generate_series(1, 4242);",
+        &["--format", "csv", "--name", "over-tls"],
+    );
+    run.ok();
+    assert!(run.stdout.contains("4242"), "{}", run.stdout);
+
+    // The Python client, over REST and over Flight SQL (ADBC).
+    let out = std::process::Command::new(crate::python::python())
+        .args([
+            "-c",
+            "from quiver_client import QuiverClient\n\
+             q = QuiverClient()\n\
+             print('rest', q.sql('SELECT 40 + 2 AS a').to_pydict())\n\
+             print('flight', q.query('SELECT 6 * 7 AS b').to_pydict())",
+        ])
+        .env("QUIVER_SCHEDULER", &cluster.url)
+        .env("QUIVER_TOKEN", cluster.token.as_deref().unwrap())
+        .env(quiver_core::tls::CA_FILE_ENV, cluster.ca_file.as_ref().unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("rest {'a': [42]}") && stdout.contains("flight {'b': [42]}"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without the CA the CLI refuses the certificate and says so.
+    let mut cmd = cluster.quiver(&["sql", "-e", "SELECT 1"]);
+    cmd.env_remove(quiver_core::tls::CA_FILE_ENV);
+    let refused = crate::harness::Run::from(cmd.output().unwrap());
+    assert_ne!(refused.code, 0, "the CLI trusted the scheduler without the CA");
+    assert!(
+        refused.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        refused.stderr
+    );
+    // A bad CA file is a clear error, not a panic.
+    let mut cmd = cluster.quiver(&["sql", "-e", "SELECT 1"]);
+    cmd.env(quiver_core::tls::CA_FILE_ENV, cluster.dir.join("no-such-ca.pem"));
+    let bad = crate::harness::Run::from(cmd.output().unwrap());
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("cannot read CA file"), "{}", bad.stderr);
+
+    let logs = cluster.logs();
+    assert_eq!(logs.matches("panicked at").count(), 0, "{logs}");
+    assert!(!logs.contains("tls-test-token-6d1f0b2e"), "the token reached a log");
+}
+
 /// Anyone who reaches an executor's gRPC port can launch a task there
 /// (Ballista serves the port with no check). Here a process without the
 /// cluster secret launches a well-formed task that writes a shuffle file;

@@ -1,0 +1,200 @@
+//! TLS on the scheduler's port.
+//!
+//! With `--tls-cert` and `--tls-key`, the scheduler's one port speaks TLS
+//! only: gRPC (executors, Ballista clients), Flight (SQL and results), REST
+//! and the UI alike. A client that speaks plain HTTP to it fails its
+//! handshake and gets no answer. HTTP/2 and HTTP/1.1 are both offered, so
+//! gRPC clients and browsers reach the same port.
+//!
+//! [`TlsListener`] does the handshakes beside the accept loop (one slow or
+//! plain-text client does not hold up the others) and hands finished
+//! connections to axum as any listener would.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::serve::IncomingStream;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the scheduler's certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file is unreadable or holds no certificate.
+    #[error(
+        "cannot use {path} as the scheduler's TLS certificate: {message} (give a PEM file: the certificate, then any intermediates)"
+    )]
+    Cert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key file is unreadable or holds no private key.
+    #[error("cannot use {path} as the scheduler's TLS key: {message} (give the certificate's private key in PEM)")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key does not belong to the certificate, or is of a kind rustls
+    /// does not take.
+    #[error("the TLS key {key} does not fit the certificate {cert}: {message}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls says.
+        message: String,
+    },
+}
+
+/// The scheduler's certificate chain and key, ready to serve.
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls(****)")
+    }
+}
+
+impl ServerTls {
+    /// The certificate chain in the PEM file `cert` and its key in `key`.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| TlsError::Cert {
+                path: cert.to_owned(),
+                message: e.to_string(),
+            })?;
+        if chain.is_empty() {
+            return Err(TlsError::Cert {
+                path: cert.to_owned(),
+                message: "no certificate in it".into(),
+            });
+        }
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+            path: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, private))
+            .map_err(|e| TlsError::Mismatch {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// A listener whose connections have finished their TLS handshake.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Accepts on `tcp` and shakes hands with `tls`, in the background.
+    pub fn new(tcp: TcpListener, tls: &ServerTls) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.config));
+        let (sender, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while !sender.is_closed() {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait, retry.
+                        tracing::warn!(%error, "cannot accept a connection on the scheduler port");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                // See `crate::start`: responses written in pieces would
+                // otherwise wait for delayed ACKs.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::warn!(%error, "could not set TCP_NODELAY on a scheduler connection");
+                }
+                let acceptor = acceptor.clone();
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send((tls, peer)).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed (a plain-HTTP client?)");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { ready, local })
+    }
+}
+
+/// The peer of a TLS connection, as axum's connect info (axum knows plain
+/// TCP listeners' peers only).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsPeer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
+/// Middleware: makes a TLS connection's peer known as a plain connection's
+/// is (`ConnectInfo<SocketAddr>`), which Ballista reads to learn an
+/// executor's address when the executor does not name one.
+pub async fn peer_as_socket_addr(
+    ConnectInfo(TlsPeer(peer)): ConnectInfo<TlsPeer>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    request.extensions_mut().insert(ConnectInfo(peer));
+    next.run(request).await
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept loop only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
