@@ -205,6 +205,18 @@ pub struct OpenSession {
     pub source: JobSource,
 }
 
+/// A session the scheduler opened: its job, and the proof that opens the
+/// job's results through the scheduler's Flight proxy (a client sends it
+/// with each result fetch; fetches of other jobs' results are refused).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OpenedSession {
+    /// The session's job.
+    #[serde(flatten)]
+    pub job: JobSummary,
+    /// The job's result fetch proof.
+    pub fetch_proof: String,
+}
+
 /// A request to end a client session.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CloseSession {

@@ -32,6 +32,7 @@ use datafusion::prelude::SessionConfig;
 
 use crate::config::ConfigError;
 use crate::proof::{Proof, ProofKind};
+use crate::secret::Digest;
 
 /// The environment variable that holds the secret.
 pub const ENV: &str = "QUIVER_CLUSTER_SECRET";
@@ -136,7 +137,37 @@ impl ClusterSecret {
         let presented = crate::options::quiver_options(config).task_proof.unwrap_or_default();
         self.task.accepts(&presented)
     }
+
+    /// The proof that opens job `job_id`'s results through the scheduler's
+    /// Flight proxy: the scheduler gives it to the client that opened the
+    /// job (a shell or DataFrame session) and to its own runs of the job's
+    /// statements, and fetches of any other job's results are refused with
+    /// it ([`Self::accepts_job_fetch`]). Derived from the secret and the job
+    /// id, so it holds across scheduler restarts and no client can derive
+    /// another job's.
+    ///
+    /// ```
+    /// use quiver_core::cluster_secret::ClusterSecret;
+    /// use quiver_core::proof::fetch_user_agent;
+    /// let secret = ClusterSecret::new("a-long-shared-secret").unwrap();
+    /// let mine = fetch_user_agent(None, Some(&secret.job_fetch_proof("job-1")));
+    /// assert!(secret.accepts_job_fetch("job-1", &mine));
+    /// assert!(!secret.accepts_job_fetch("job-2", &mine));
+    /// assert!(!secret.accepts_job_fetch("job-1", "quiver-client"));
+    /// ```
+    pub fn job_fetch_proof(&self, job_id: &str) -> String {
+        Digest::of(&[JOB_FETCH_LABEL, self.task.value().as_bytes(), b"\0", job_id.as_bytes()]).hex()
+    }
+
+    /// True when `user_agent` carries job `job_id`'s fetch proof.
+    pub fn accepts_job_fetch(&self, job_id: &str, user_agent: &str) -> bool {
+        let presented = crate::proof::presented_job_proof(user_agent);
+        Digest::of(&[presented.as_bytes()]).matches(&Digest::of(&[self.job_fetch_proof(job_id).as_bytes()]))
+    }
 }
+
+/// What job fetch proofs are derived with.
+const JOB_FETCH_LABEL: &[u8] = b"quiver-job-fetch-proof\0";
 
 /// The setting a task's proof travels in.
 const TASK_PROOF_KEY: &str = "quiver.task_proof";

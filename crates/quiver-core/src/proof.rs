@@ -101,14 +101,18 @@ impl Proof {
 
     /// The user agent that carries the proof.
     pub fn user_agent(&self) -> String {
-        format!("{} {}{}", self.kind.agent(), self.kind.key(), self.proof)
+        format!("{} {}", self.kind.agent(), self.word())
     }
 
     /// An endpoint override (for Ballista's clients) that makes every call
     /// through the endpoint carry the proof.
     pub fn endpoint_override(&self) -> ballista_core::extension::EndpointOverrideFn {
-        let user_agent = self.user_agent();
-        std::sync::Arc::new(move |endpoint| Ok(endpoint.user_agent(user_agent.clone())?))
+        user_agent_override(self.user_agent())
+    }
+
+    /// The word of a user agent that carries the proof: `<key>=<proof>`.
+    pub fn word(&self) -> String {
+        format!("{}{}", self.kind.key(), self.proof)
     }
 
     /// True when `user_agent` carries this proof.
@@ -129,4 +133,47 @@ impl Proof {
     pub fn accepts(&self, presented: &str) -> bool {
         self.digest.matches(&Digest::of(&[presented.as_bytes()]))
     }
+}
+
+/// Where a client's job fetch proof sits in its user agent (see
+/// [`fetch_user_agent`]).
+pub const JOB_PROOF_KEY: &str = "quiver-job-proof=";
+
+/// The user agent of a client's result fetches through the scheduler's
+/// Flight proxy: the proof of the scheduler's access token when it has one,
+/// and the job fetch proof the scheduler gave the client's job (its
+/// session), which opens that job's results and no other's
+/// ([`crate::cluster_secret::ClusterSecret::job_fetch_proof`]).
+///
+/// ```
+/// use quiver_core::proof::{Proof, ProofKind, fetch_user_agent};
+/// let token = Proof::derive(ProofKind::ResultFetch, "the-access-token");
+/// let agent = fetch_user_agent(Some(&token), Some("0123abcd"));
+/// assert!(token.accepts_user_agent(&agent));
+/// assert!(agent.contains("quiver-job-proof=0123abcd"));
+/// ```
+pub fn fetch_user_agent(token: Option<&Proof>, job_proof: Option<&str>) -> String {
+    let mut agent = ProofKind::ResultFetch.agent().to_owned();
+    if let Some(token) = token {
+        agent.push(' ');
+        agent.push_str(&token.word());
+    }
+    if let Some(job) = job_proof {
+        agent.push_str(&format!(" {JOB_PROOF_KEY}{job}"));
+    }
+    agent
+}
+
+/// The job fetch proof a user agent presents, or `""`.
+pub fn presented_job_proof(user_agent: &str) -> &str {
+    user_agent
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(JOB_PROOF_KEY))
+        .unwrap_or("")
+}
+
+/// An endpoint override (for Ballista's clients) whose calls carry
+/// `user_agent`.
+pub fn user_agent_override(user_agent: String) -> ballista_core::extension::EndpointOverrideFn {
+    std::sync::Arc::new(move |endpoint| Ok(endpoint.user_agent(user_agent.clone())?))
 }

@@ -16,7 +16,7 @@
 //! let factory = SessionFactory::new(&Settings::load(None)?)?;
 //! let job = JobInfo::new("report", quiver_core::api::JobSource::Dataframe);
 //! // Plan with 4 partitions per stage: the cluster's 4 task slots.
-//! let ctx = factory.remote_context("http://localhost:50050", &job, &Settings::new(), None, Some(4))?;
+//! let ctx = factory.remote_context("http://localhost:50050", &job, &Settings::new(), None, None, Some(4))?;
 //! ctx.sql("SELECT 1").await?.show().await?;
 //! # Ok(()) }
 //! ```
@@ -302,7 +302,9 @@ impl SessionFactory {
     /// A session whose queries run on the cluster at `scheduler_url`
     /// (`http://host:port`), with `settings` (from `--conf`) applied. `token`
     /// is sent with every call when the scheduler requires one (result
-    /// fetches carry a proof of it, [`crate::proof`]).
+    /// fetches carry a proof of it, [`crate::proof`]); result fetches also
+    /// carry `fetch_proof`, which the scheduler gave the job (its session)
+    /// and without which it serves none of the job's results.
     ///
     /// `parallelism` is the cluster's task slot count when known: stages are
     /// then planned with that many partitions
@@ -317,6 +319,7 @@ impl SessionFactory {
         job: &JobInfo,
         settings: &Settings,
         token: Option<&str>,
+        fetch_proof: Option<&str>,
         parallelism: Option<usize>,
     ) -> std::result::Result<SessionContext, SessionError> {
         let mut config = self.base_config().with_ballista_job_name(&job.name);
@@ -334,20 +337,23 @@ impl SessionFactory {
             false => None,
         };
         config = config.with_ballista_use_tls(tls.is_some());
-        let mut shape = tls;
         if let Some(token) = token {
             config = config.with_ballista_grpc_metadata(std::collections::HashMap::from([(
                 "authorization".to_owned(),
                 format!("Bearer {token}"),
             )]));
-            // Result fetches through the scheduler's Flight proxy carry no
-            // metadata, only what the endpoint sets: a proof of the token.
-            let fetch = crate::proof::Proof::derive(crate::proof::ProofKind::ResultFetch, token).endpoint_override();
-            shape = Some(match shape {
-                Some(tls) => crate::tls::chain(tls, fetch),
-                None => fetch,
-            });
         }
+        // Result fetches through the scheduler's Flight proxy carry no
+        // metadata, only what the endpoint sets: a proof of the token, and
+        // the proof that opens this job's results.
+        let token_proof = token.map(|t| crate::proof::Proof::derive(crate::proof::ProofKind::ResultFetch, t));
+        let fetch = (token_proof.is_some() || fetch_proof.is_some()).then(|| {
+            crate::proof::user_agent_override(crate::proof::fetch_user_agent(token_proof.as_ref(), fetch_proof))
+        });
+        let shape = match (tls, fetch) {
+            (Some(tls), Some(fetch)) => Some(crate::tls::chain(tls, fetch)),
+            (tls, fetch) => tls.or(fetch),
+        };
         if let Some(shape) = shape {
             config = config.with_ballista_override_create_grpc_client_endpoint(shape);
         }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use quiver_core::api::{
     CloseSession, ClusterOverview, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSource, JobState, JobSummary,
-    OpenSession, ResultPreview, SubmitJob,
+    OpenSession, OpenedSession, ResultPreview, SubmitJob,
 };
 use quiver_core::output::{OutputFormat, render};
 use serde::Deserialize;
@@ -130,6 +130,7 @@ fn bad_json(rejection: JsonRejection) -> ApiError {
         JobSource,
         ResultPreview,
         OpenSession,
+        OpenedSession,
         CloseSession,
         ClusterOverview,
         ExecutorInfo,
@@ -310,11 +311,11 @@ async fn get_result(
 
 /// Open a client session (a shell or a DataFrame program) as a job.
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = OpenSession,
-    responses((status = 201, body = JobSummary), (status = 400, body = ErrorBody)))]
+    responses((status = 201, body = OpenedSession), (status = 400, body = ErrorBody)))]
 async fn open_session(
     State(app): State<AppState>,
     request: Result<Json<OpenSession>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<JobSummary>)> {
+) -> ApiResult<(StatusCode, Json<OpenedSession>)> {
     let Json(request) = request.map_err(bad_json)?;
     Ok((StatusCode::CREATED, Json(app.jobs.open_session(request).await?)))
 }

@@ -305,7 +305,10 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         None => None,
     };
     let own_url = loopback.as_ref().map_or_else(|| url.clone(), |(_, own)| own.clone());
-    jobs.attach(scheduler.clone(), observed, own_url, options.token.clone());
+    // Each job's result fetch proof derives from the cluster secret (so it
+    // holds across restarts), or from a secret of this process's own.
+    let tickets = options.cluster_secret.clone().unwrap_or_else(ClusterSecret::generate);
+    jobs.attach(scheduler.clone(), observed, own_url, options.token.clone(), tickets);
     let view = ClusterView::new(config.executor_timeout_seconds);
     view.follow(&scheduler).await;
 

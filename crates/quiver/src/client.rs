@@ -17,7 +17,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 use quiver_core::api::{
-    CloseSession, ClusterOverview, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSummary, OpenSession, SubmitJob,
+    CloseSession, ClusterOverview, ErrorBody, ExecutorInfo, JobDetail, JobList, JobSummary, OpenSession, OpenedSession,
+    SubmitJob,
 };
 use quiver_core::tls::ClientTls;
 use serde::de::DeserializeOwned;
@@ -223,8 +224,9 @@ impl ApiClient {
         Ok((schema, batches))
     }
 
-    /// Opens a client session as a job.
-    pub async fn open_session(&self, request: &OpenSession) -> Result<JobSummary, ClientError> {
+    /// Opens a client session as a job; the answer holds the proof that
+    /// opens the job's results.
+    pub async fn open_session(&self, request: &OpenSession) -> Result<OpenedSession, ClientError> {
         self.json(self.request(reqwest::Method::POST, "/api/v1/sessions").json(request))
             .await
     }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
-use quiver_core::api::{JobSource, OpenSession};
+use quiver_core::api::{JobSource, OpenSession, OpenedSession};
 use quiver_core::config::Settings;
 use quiver_core::session::{JobInfo, SessionError, SessionFactory};
 use quiver_core::storage::StorageContext;
@@ -139,7 +139,7 @@ impl QuiverBuilder {
             }
         };
         let api = ApiClient::new(&address, token.clone())?;
-        let job = api
+        let OpenedSession { job, fetch_proof } = api
             .open_session(&OpenSession {
                 name: self.name.clone(),
                 source: self.source,
@@ -159,7 +159,14 @@ impl QuiverBuilder {
                 None
             }
         };
-        let ctx = factory.remote_context(api.base_url(), &info, &self.settings, token.as_deref(), slots)?;
+        let ctx = factory.remote_context(
+            api.base_url(),
+            &info,
+            &self.settings,
+            token.as_deref(),
+            Some(&fetch_proof),
+            slots,
+        )?;
         let heartbeat = {
             let api = api.clone();
             let id = job.id.clone();

@@ -229,6 +229,14 @@ impl FlightSqlService for QuiverFlight {
                 fetch.host, fetch.port
             )));
         }
+        if !self.jobs.admits_fetch_of(&fetch.job_id, user_agent.unwrap_or_default()) {
+            tracing::warn!(query = %fetch.job_id, "result fetch refused: no fetch proof of the job these results belong to");
+            return Err(Status::permission_denied(
+                "these results belong to another job: a client fetches only its own job's results, with the proof \
+                 the scheduler gave its session (Quiver's clients send it; other clients read results over Flight SQL \
+                 or REST)",
+            ));
+        }
         let response = FlightService::do_get(&self.proxy, request).await?;
         Ok(Response::new(Box::pin(response.into_inner())))
     }

@@ -36,6 +36,7 @@ use std::time::Duration;
 use ballista_scheduler::cluster::JobState as BallistaJobState;
 use parking_lot::Mutex;
 use quiver_core::api::{JobDetail, JobList, JobState, JobSummary};
+use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
 use tokio::sync::Semaphore;
 
@@ -143,6 +144,8 @@ pub struct JobService {
     job_state: OnceLock<Arc<dyn BallistaJobState>>,
     scheduler_url: OnceLock<String>,
     token: OnceLock<Option<String>>,
+    /// What the per-job result fetch proofs derive from.
+    tickets: OnceLock<ClusterSecret>,
     metrics: SchedulerMetrics,
     renderer: QueryRenderer,
     stalls: Mutex<StallWatch>,
@@ -183,6 +186,7 @@ impl JobService {
             job_state: OnceLock::new(),
             scheduler_url: OnceLock::new(),
             token: OnceLock::new(),
+            tickets: OnceLock::new(),
             metrics,
             renderer: QueryRenderer::default(),
             stalls: Mutex::default(),
@@ -199,18 +203,21 @@ impl JobService {
     /// Connects the service to the running scheduler, which it uses to run
     /// scripts (at `url`, with `token`) and to cancel and observe queries, and
     /// to the job state Ballista keeps, through which the watchdog tells a
-    /// client its query failed.
+    /// client its query failed. Each job's result fetch proof derives from
+    /// `tickets` ([`ClusterSecret::job_fetch_proof`]).
     pub fn attach(
         self: &Arc<Self>,
         scheduler: SchedulerServer,
         job_state: Arc<dyn BallistaJobState>,
         url: String,
         token: Option<String>,
+        tickets: ClusterSecret,
     ) {
         let _ = self.scheduler.set(scheduler);
         let _ = self.job_state.set(job_state);
         let _ = self.scheduler_url.set(url);
         let _ = self.token.set(token);
+        let _ = self.tickets.set(tickets);
         let service = Arc::clone(self);
         tokio::spawn(async move { service.poll_loop().await });
     }
@@ -312,6 +319,23 @@ impl JobService {
             .await
             .iter()
             .any(|e| e.host == host && u32::from(e.port) == port)
+    }
+
+    /// The proof that opens job `id`'s results through the Flight proxy;
+    /// `None` before the service is attached.
+    pub fn fetch_proof(&self, id: &str) -> Option<String> {
+        self.tickets.get().map(|t| t.job_fetch_proof(id))
+    }
+
+    /// True when a fetch of query `query`'s results (a Ballista job id) with
+    /// this user agent may proceed: it carries the fetch proof of the job
+    /// the query belongs to.
+    pub fn admits_fetch_of(&self, query: &str, user_agent: &str) -> bool {
+        let job = self.registry.lock().query_jobs.get(query).cloned();
+        match (job, self.tickets.get()) {
+            (Some(job), Some(tickets)) => tickets.accepts_job_fetch(&job, user_agent),
+            _ => false,
+        }
     }
 
     /// The summary of job `id`.

@@ -276,12 +276,13 @@ impl JobService {
     pub(crate) async fn cluster_context(&self, job: &JobInfo, conf: &Settings) -> Result<SessionContext, String> {
         let url = self.scheduler_url.get().cloned().unwrap_or_default();
         let token = self.token.get().cloned().flatten();
+        let fetch_proof = job.job_id.as_deref().and_then(|id| self.fetch_proof(id));
         let slots = match self.scheduler.get() {
             Some(scheduler) => Some(crate::cluster::alive_slots(scheduler).await),
             None => None,
         };
         self.factory
-            .remote_context(&url, job, conf, token.as_deref(), slots)
+            .remote_context(&url, job, conf, token.as_deref(), fetch_proof.as_deref(), slots)
             .map_err(|e| e.to_string())
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use quiver_core::api::{JobSource, JobState, JobSummary, OpenSession, StatementInfo};
+use quiver_core::api::{JobSource, JobState, JobSummary, OpenSession, OpenedSession, StatementInfo};
 use quiver_core::secret;
 
 use super::registry::new_detail;
@@ -25,12 +25,15 @@ pub enum StatementEnd {
 
 impl JobService {
     /// Opens a client session as a running job.
-    pub async fn open_session(&self, request: OpenSession) -> Result<JobSummary, JobError> {
+    pub async fn open_session(&self, request: OpenSession) -> Result<OpenedSession, JobError> {
         if !is_session(request.source) {
             return Err(JobError::BadRequest(
                 "sessions are opened by a shell or a dataframe program".into(),
             ));
         }
+        let tickets = self.tickets.get().ok_or_else(|| {
+            JobError::Busy("the scheduler is still starting: open the session again in a moment".into())
+        })?;
         let detail = {
             let mut registry = self.registry.lock();
             let id = registry.new_id();
@@ -41,7 +44,10 @@ impl JobService {
         self.metrics.job_submitted();
         self.history.put_job(&detail).await?;
         tracing::info!(job = %detail.summary.id, source = %detail.summary.source, "session opened");
-        Ok(detail.summary)
+        Ok(OpenedSession {
+            fetch_proof: tickets.job_fetch_proof(&detail.summary.id),
+            job: detail.summary,
+        })
     }
 
     /// Opens a running job for one statement a client sent (Flight SQL).

@@ -196,7 +196,8 @@ fn the_result_proxy_needs_the_token_when_the_scheduler_has_one() {
     let status = fetch_partition_as(&cluster.url, &executor.host, executor.port, Some(&wrong.user_agent()))
         .expect("the proxy answered a fetch with another kind of proof");
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
-    // The token's proof passes the proxy (the job in the ticket does not exist).
+    // The token's proof passes the token check (the job in the ticket does
+    // not exist, so the job check refuses it).
     let proof = quiver_core::proof::Proof::derive(quiver_core::proof::ProofKind::ResultFetch, token);
     let status = fetch_partition_as(&cluster.url, &executor.host, executor.port, Some(&proof.user_agent()));
     assert!(
@@ -435,22 +436,33 @@ fn fetch_partition(url: &str, host: &str, port: u16) -> Option<tonic::Status> {
 
 /// [`fetch_partition`], with `user_agent` on the call when given.
 fn fetch_partition_as(url: &str, host: &str, port: u16, user_agent: Option<&str>) -> Option<tonic::Status> {
+    let fetch = ballista_core::serde::protobuf::FetchPartition {
+        job_id: "job-anything".into(),
+        stage_id: 1,
+        partition_id: 0,
+        host: host.into(),
+        port: u32::from(port),
+        ..Default::default()
+    };
+    fetch_through(url, fetch, user_agent)
+}
+
+/// Sends `fetch` as a Flight ticket to `url`, with `user_agent` when
+/// given; the error it got, or `None` when it was answered.
+fn fetch_through(
+    url: &str,
+    fetch: ballista_core::serde::protobuf::FetchPartition,
+    user_agent: Option<&str>,
+) -> Option<tonic::Status> {
     use arrow_flight::Ticket;
     use arrow_flight::flight_service_client::FlightServiceClient;
+    use ballista_core::serde::protobuf::Action;
     use ballista_core::serde::protobuf::action::ActionType;
-    use ballista_core::serde::protobuf::{Action, FetchPartition};
     use prost::Message;
 
     let ticket = Action {
         settings: vec![],
-        action_type: Some(ActionType::FetchPartition(FetchPartition {
-            job_id: "job-anything".into(),
-            stage_id: 1,
-            partition_id: 0,
-            host: host.into(),
-            port: u32::from(port),
-            ..Default::default()
-        })),
+        action_type: Some(ActionType::FetchPartition(fetch)),
     }
     .encode_to_vec();
     crate::harness::block_on(async {
@@ -465,6 +477,86 @@ fn fetch_partition_as(url: &str, host: &str, port: u16, user_agent: Option<&str>
             Err(status) => Some(status),
         }
     })
+}
+
+/// Each job's results open only to its own fetch proof: a ticket for a
+/// finished query's results, sent with another session's proof or with
+/// none, is refused; with the proof of the job the query belongs to, it
+/// passes. (Quiver's clients get their session's proof when it opens, and
+/// the scheduler's own runs of a script use the script job's.)
+#[test]
+fn a_jobs_results_cannot_be_fetched_with_another_jobs_proof() {
+    use quiver_core::proof::fetch_user_agent;
+
+    let s = shared();
+    let id = s.cluster.submit_rest(
+        &format!(
+            "{}SELECT day, count(*) AS n, sum(amount) AS total FROM orders_parquet GROUP BY day;",
+            crate::data::ddl("lake")
+        ),
+        "fetch-owner",
+    );
+    let job = s.cluster.wait_job(&id, std::time::Duration::from_secs(120));
+    assert_eq!(
+        job.summary.state,
+        quiver_core::api::JobState::Succeeded,
+        "{:?}",
+        job.summary
+    );
+    let query = job.queries.last().expect("the job ran a query");
+    let last = query
+        .stages
+        .iter()
+        .find(|stage| stage.outputs.is_empty())
+        .expect("a final stage");
+    let task = last
+        .tasks
+        .iter()
+        .find(|t| t.executor_id.is_some() && !t.partitions.is_empty())
+        .expect("a task of the final stage");
+    let executors = s.cluster.get_json("/api/v1/executors");
+    let executor = executors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"].as_str() == task.executor_id.as_deref())
+        .expect("the task's executor is listed");
+    let fetch = ballista_core::serde::protobuf::FetchPartition {
+        job_id: query.id.clone(),
+        stage_id: last.id as u32,
+        partition_id: task.partitions[0] as u32,
+        host: executor["host"].as_str().unwrap().into(),
+        port: executor["port"].as_u64().unwrap() as u32,
+        ..Default::default()
+    };
+
+    // Another session's proof, as the scheduler hands it out.
+    let opened = s.cluster.post(
+        "/api/v1/sessions",
+        &serde_json::json!({"name": "another-session", "source": "shell"}),
+    );
+    assert_eq!(opened.status().as_u16(), 201);
+    let other: quiver_core::api::OpenedSession = opened.json().unwrap();
+    for agent in [Some(fetch_user_agent(None, Some(&other.fetch_proof))), None] {
+        let status =
+            fetch_through(&s.cluster.url, fetch.clone(), agent.as_deref()).expect("another job's results were served");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+        assert!(status.message().contains("another job"), "{status}");
+    }
+    // The proof of the job the query belongs to opens its results.
+    let secret = quiver_core::cluster_secret::ClusterSecret::new(crate::harness::CLUSTER_SECRET).unwrap();
+    let own = fetch_user_agent(None, Some(&secret.job_fetch_proof(&id)));
+    let status = fetch_through(&s.cluster.url, fetch, Some(&own));
+    assert!(
+        status
+            .as_ref()
+            .is_none_or(|s| s.code() != tonic::Code::PermissionDenied),
+        "{status:?}"
+    );
+    let _ = s.cluster.post(
+        &format!("/api/v1/sessions/{}/close", other.job.id),
+        &serde_json::json!({}),
+    );
 }
 
 /// With `--tls-cert` and `--tls-key` the scheduler's port speaks TLS only:
