@@ -11,7 +11,7 @@ use super::UsageError;
 
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The scheduler, as HOST:PORT.
+    /// The scheduler, as HOST:PORT (https://HOST:PORT when it serves TLS).
     #[arg(long, env = "QUIVER_SCHEDULER")]
     scheduler: Option<String>,
 }

@@ -156,7 +156,7 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
 
 #[derive(Debug, Args)]
 pub struct ExecutorArgs {
-    /// The scheduler, as HOST:PORT.
+    /// The scheduler, as HOST:PORT (https://HOST:PORT when it serves TLS).
     #[arg(long, env = "QUIVER_SCHEDULER", default_value = ExecutorOptions::DEFAULT_SCHEDULER)]
     scheduler: String,
     /// Address to bind the executor's services to.

@@ -24,7 +24,8 @@ use super::{UsageError, describe, pairs, parse_format};
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The scheduler, as HOST:PORT; without one, queries run embedded.
+    /// The scheduler, as HOST:PORT (https://HOST:PORT when it serves TLS);
+    /// without one, queries run embedded.
     #[arg(long, env = "QUIVER_SCHEDULER")]
     scheduler: Option<String>,
     /// Run this SQL and exit.

@@ -27,7 +27,8 @@ use super::{UsageError, pairs, parse_format, servers};
 pub struct SubmitArgs {
     /// The SQL script: statements separated by `;`.
     file: PathBuf,
-    /// The scheduler, as HOST:PORT; without one, the job runs embedded.
+    /// The scheduler, as HOST:PORT (https://HOST:PORT when it serves TLS);
+    /// without one, the job runs embedded.
     #[arg(long, env = "QUIVER_SCHEDULER")]
     scheduler: Option<String>,
     /// The job's name (default: the file's name).
