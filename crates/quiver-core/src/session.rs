@@ -350,11 +350,7 @@ impl SessionFactory {
         let fetch = (token_proof.is_some() || fetch_proof.is_some()).then(|| {
             crate::proof::user_agent_override(crate::proof::fetch_user_agent(token_proof.as_ref(), fetch_proof))
         });
-        let shape = match (tls, fetch) {
-            (Some(tls), Some(fetch)) => Some(crate::tls::chain(tls, fetch)),
-            (tls, fetch) => tls.or(fetch),
-        };
-        if let Some(shape) = shape {
+        if let Some(shape) = crate::tls::chain(tls, fetch) {
             config = config.with_ballista_override_create_grpc_client_endpoint(shape);
         }
         config

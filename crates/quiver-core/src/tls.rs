@@ -122,7 +122,11 @@ impl ClientTls {
     }
 }
 
-/// `first`, then `second`: an endpoint override that does both.
-pub fn chain(first: EndpointOverrideFn, second: EndpointOverrideFn) -> EndpointOverrideFn {
-    Arc::new(move |endpoint| second(first(endpoint)?))
+/// `first`, then `second`: an endpoint override that does what each given
+/// one does (`None` when neither is).
+pub fn chain(first: Option<EndpointOverrideFn>, second: Option<EndpointOverrideFn>) -> Option<EndpointOverrideFn> {
+    match (first, second) {
+        (Some(first), Some(second)) => Some(Arc::new(move |endpoint| second(first(endpoint)?))),
+        (first, second) => first.or(second),
+    }
 }

@@ -230,10 +230,7 @@ pub fn process_config(
 fn scheduler_endpoint_override(options: &ExecutorOptions) -> Option<ballista_core::extension::EndpointOverrideFn> {
     let tls = options.scheduler_tls.as_ref().map(|tls| tls.endpoint_override(true));
     let proof = options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override);
-    match (tls, proof) {
-        (Some(tls), Some(proof)) => Some(quiver_core::tls::chain(tls, proof)),
-        (tls, proof) => tls.or(proof),
-    }
+    quiver_core::tls::chain(tls, proof)
 }
 
 async fn serve_health(bind_host: &str, port: u16, health: ExecutorHealth) -> Result<(), ExecutorError> {

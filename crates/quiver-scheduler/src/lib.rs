@@ -337,51 +337,26 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         tls = options.tls.is_some(),
         "Quiver scheduler listening (gRPC, Flight proxy, REST, UI)"
     );
-    // Without TCP_NODELAY, a response written in pieces (gRPC headers, then
-    // data, then trailers; a job's status stream; Flight batches through the
-    // proxy) waits for the client's delayed ACK: 40 ms per exchange on Linux.
-    // tonic sets it on its own listeners; axum leaves it to the caller.
-    let nodelay = |tcp: &mut tokio::net::TcpStream| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "could not set TCP_NODELAY on a scheduler connection");
-        }
-    };
-    let public: futures::future::BoxFuture<'static, std::io::Result<()>> = match &options.tls {
+    let public = match &options.tls {
         Some(tls) => {
             let listener = TlsListener::new(listener, tls).map_err(|source| SchedulerError::Bind {
                 addr: addr.to_string(),
                 source,
             })?;
+            let service = router
+                .clone()
+                .layer(axum::middleware::from_fn(tls::peer_as_socket_addr))
+                .into_make_service_with_connect_info::<tls::TlsPeer>();
             Box::pin(
-                axum::serve(
-                    listener,
-                    router
-                        .clone()
-                        .layer(axum::middleware::from_fn(tls::peer_as_socket_addr))
-                        .into_make_service_with_connect_info::<tls::TlsPeer>(),
-                )
-                .with_graceful_shutdown(shutdown_signal())
-                .into_future(),
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .into_future(),
             )
         }
-        None => Box::pin(
-            axum::serve(
-                listener.tap_io(nodelay),
-                router.clone().into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .into_future(),
-        ),
+        None => serve_plain(listener, router.clone()),
     };
-    let own: futures::future::BoxFuture<'static, std::io::Result<()>> = match loopback {
-        Some((listener, _)) => Box::pin(
-            axum::serve(
-                listener.tap_io(nodelay),
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .into_future(),
-        ),
+    let own = match loopback {
+        Some((listener, _)) => serve_plain(listener, router),
         None => Box::pin(futures::future::pending()),
     };
     let server = tokio::spawn(async move {
@@ -440,6 +415,30 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no executor has registered yet")
+    }
+}
+
+/// The server of a plain listener, until the scheduler is stopped.
+fn serve_plain(
+    listener: tokio::net::TcpListener,
+    router: Router,
+) -> futures::future::BoxFuture<'static, std::io::Result<()>> {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    Box::pin(
+        axum::serve(listener.tap_io(nodelay), service)
+            .with_graceful_shutdown(shutdown_signal())
+            .into_future(),
+    )
+}
+
+/// Sets TCP_NODELAY on a connection to the scheduler's port. Without it, a
+/// response written in pieces (gRPC headers, then data, then trailers; a
+/// job's status stream; Flight batches through the proxy) waits for the
+/// client's delayed ACK: 40 ms per exchange on Linux. tonic sets it on its
+/// own listeners; axum leaves it to the caller.
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::warn!(%error, "could not set TCP_NODELAY on a scheduler connection");
     }
 }
 

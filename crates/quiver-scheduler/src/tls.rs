@@ -126,7 +126,7 @@ impl TlsListener {
         let (sender, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             while !sender.is_closed() {
-                let (stream, peer) = match tcp.accept().await {
+                let (mut stream, peer) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: wait, retry.
@@ -135,11 +135,7 @@ impl TlsListener {
                         continue;
                     }
                 };
-                // See `crate::start`: responses written in pieces would
-                // otherwise wait for delayed ACKs.
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::warn!(%error, "could not set TCP_NODELAY on a scheduler connection");
-                }
+                crate::nodelay(&mut stream);
                 let acceptor = acceptor.clone();
                 let sender = sender.clone();
                 tokio::spawn(async move {

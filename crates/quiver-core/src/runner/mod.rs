@@ -290,11 +290,8 @@ impl StatementRunner {
             if let Some(max) = self.max_rows
                 && rows + batch.num_rows() > max
             {
-                let batch = batch.slice(0, max - rows);
-                return Ok(match self.take_bytes(batch) {
-                    (kept, None) => (push(batches, kept), Some(Cut::Rows(max))),
-                    (kept, cut) => (push(batches, kept), cut),
-                });
+                let (kept, cut) = self.take_bytes(batch.slice(0, max - rows));
+                return Ok((push(batches, kept), cut.or(Some(Cut::Rows(max)))));
             }
             rows += batch.num_rows();
             match self.take_bytes(batch) {
