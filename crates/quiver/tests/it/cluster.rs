@@ -6,7 +6,7 @@ use std::time::Duration;
 use quiver_core::api::JobState;
 
 use crate::data::{self, ORDERS, expected_by_country};
-use crate::harness::{Cluster, ClusterOptions, S3Server, csv_rows, shared};
+use crate::harness::{Cluster, ClusterOptions, csv_rows, shared};
 
 fn by_country_query(table: &str) -> String {
     format!(
@@ -90,9 +90,7 @@ fn json_output_is_one_object_per_row() {
 fn both_executors_run_tasks_of_one_query() {
     // A cluster of its own: on the shared one, other tests' long queries may
     // hold one executor's slots.
-    let s3 = S3Server::start();
-    s3.create_bucket("lake");
-    data::upload_sample(&s3, "lake");
+    let s3 = crate::data::sample_lake();
     let cluster = Cluster::start(&s3, ClusterOptions::default());
     let id = cluster.submit_rest(
         &format!(

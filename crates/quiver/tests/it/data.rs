@@ -98,6 +98,14 @@ fn orders_parquet(part: i64) -> Vec<u8> {
     buf
 }
 
+/// A fresh S3 server with the data set in its bucket `lake`.
+pub fn sample_lake() -> S3Server {
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    upload_sample(&s3, "lake");
+    s3
+}
+
 /// Uploads the data set:
 /// `orders_csv/day=D/part-N.csv`, `orders_parquet/part-N.parquet`, `customers/customers.json`.
 pub fn upload_sample(s3: &S3Server, bucket: &str) {

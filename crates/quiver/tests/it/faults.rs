@@ -327,9 +327,7 @@ fn a_restarted_scheduler_gets_its_executors_back_and_fails_what_was_running() {
 
 #[test]
 fn an_s3_server_stopped_mid_job_fails_it_cleanly_and_the_next_job_runs() {
-    let mut s3 = S3Server::start();
-    s3.create_bucket("lake");
-    crate::data::upload_sample(&s3, "lake");
+    let mut s3 = crate::data::sample_lake();
     let cluster = Cluster::start(&s3, ClusterOptions::default());
     // Reads S3 first, computes for seconds, writes to S3 last.
     let copy = format!(
@@ -381,9 +379,7 @@ fn an_s3_server_stopped_mid_job_fails_it_cleanly_and_the_next_job_runs() {
 
 #[test]
 fn an_s3_server_slowed_mid_job_still_gets_the_whole_answer_written() {
-    let s3 = S3Server::start();
-    s3.create_bucket("lake");
-    crate::data::upload_sample(&s3, "lake");
+    let s3 = crate::data::sample_lake();
     let link = SlowLink::start(&s3);
     let cluster = Cluster::start(&link, ClusterOptions::default());
     // Reads S3 first, computes for seconds, writes to S3 last.

@@ -759,9 +759,7 @@ pub struct Shared {
 pub fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let s3 = S3Server::start();
-        s3.create_bucket("lake");
-        crate::data::upload_sample(&s3, "lake");
+        let s3 = crate::data::sample_lake();
         let cluster = Cluster::start(&s3, ClusterOptions::default());
         Shared { s3, cluster }
     })

@@ -239,9 +239,7 @@ fn metrics_and_openapi_are_served() {
 
 #[test]
 fn history_survives_a_scheduler_restart() {
-    let s3 = S3Server::start();
-    s3.create_bucket("lake");
-    data::upload_sample(&s3, "lake");
+    let s3 = crate::data::sample_lake();
     let mut cluster = Cluster::start(
         &s3,
         ClusterOptions {
@@ -317,9 +315,7 @@ fn history_keeps_only_the_configured_number_of_jobs() {
 
 #[test]
 fn a_token_guards_the_api_the_cli_and_submission() {
-    let s3 = S3Server::start();
-    s3.create_bucket("lake");
-    data::upload_sample(&s3, "lake");
+    let s3 = crate::data::sample_lake();
     let token = "quiver-access-token-7f3a9";
     let mut cluster = Cluster::start(
         &s3,

@@ -145,12 +145,14 @@ fn the_result_proxy_reaches_only_the_clusters_executors() {
 #[test]
 fn an_executors_flight_port_answers_only_its_cluster() {
     let s = shared();
+    // One of the executors the harness started (a test may add and kill
+    // others, which stay listed as alive until their heartbeats lapse).
     let executor = s
         .cluster
         .executors_alive()
         .into_iter()
-        .next()
-        .expect("an alive executor");
+        .find(|e| s.cluster.executors.iter().any(|(id, _)| *id == e.id))
+        .expect("an alive executor the harness started");
     let url = format!("http://{}:{}", executor.host, executor.port);
     let status = fetch_partition(&url, &executor.host, executor.port)
         .expect("the executor answered a client without the cluster secret");
@@ -173,9 +175,7 @@ fn an_executors_flight_port_answers_only_its_cluster() {
 /// real executor, while `quiver sql` given the token gets its rows.
 #[test]
 fn the_result_proxy_needs_the_token_when_the_scheduler_has_one() {
-    let s3 = S3Server::start();
-    s3.create_bucket("lake");
-    crate::data::upload_sample(&s3, "lake");
+    let s3 = crate::data::sample_lake();
     let token = "proxy-test-token-8c41";
     let cluster = crate::harness::Cluster::start(
         &s3,
@@ -294,9 +294,7 @@ fn the_ui_sign_in_cookie_headers_and_redirects_hold() {
     use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
 
     let token = "ui-sign-in-token-71c2e0";
-    let s3 = S3Server::start();
-    s3.create_bucket("lake");
-    crate::data::upload_sample(&s3, "lake");
+    let s3 = crate::data::sample_lake();
     let cluster = crate::harness::Cluster::start(
         &s3,
         crate::harness::ClusterOptions {
@@ -677,18 +675,27 @@ fn a_task_not_launched_by_the_scheduler_is_refused() {
     use datafusion_proto::protobuf::PhysicalPlanNode;
     use prost::Message;
 
-    let s = shared();
+    // A cluster of its own: the target executor is its only one, so no
+    // other test sees it come and go.
+    let s3 = crate::data::sample_lake();
+    let cluster = crate::harness::Cluster::start(
+        &s3,
+        crate::harness::ClusterOptions {
+            executors: 0,
+            ..Default::default()
+        },
+    );
     let grpc_port = crate::harness::free_port();
     let id = format!("target-{grpc_port}");
-    let mut cmd = s.cluster.executor_command_on(&id, 1, grpc_port);
-    let mut target = crate::harness::Proc::spawn(&id, &mut cmd, &s.cluster.dir);
+    let mut cmd = cluster.executor_command_on(&id, 1, grpc_port);
+    let mut target = crate::harness::Proc::spawn(&id, &mut cmd, &cluster.dir);
     crate::harness::wait_for(
         "the target executor to register",
         std::time::Duration::from_secs(60),
-        || s.cluster.executors_alive().iter().any(|e| e.id == id),
+        || cluster.executors_alive().iter().any(|e| e.id == id),
     );
 
-    let work_dir = s.cluster.dir.join(&id);
+    let work_dir = cluster.dir.join(&id);
     let job_id = format!("rogue-job-{grpc_port}");
     let plan: Arc<dyn ExecutionPlan> = Arc::new(
         ShuffleWriterExec::try_new(
@@ -720,7 +727,7 @@ fn a_task_not_launched_by_the_scheduler_is_refused() {
             launch_time: 0,
             props: vec![],
         }],
-        scheduler_endpoint: format!("127.0.0.1:{}", s.cluster.port),
+        scheduler_endpoint: format!("127.0.0.1:{}", cluster.port),
     };
     let answer = crate::harness::block_on(async {
         let mut client = ExecutorGrpcClient::connect(format!("http://127.0.0.1:{grpc_port}"))
@@ -739,7 +746,7 @@ fn a_task_not_launched_by_the_scheduler_is_refused() {
     );
     assert!(!output.exists(), "the rogue task ran: {} exists", output.display());
     // The scheduler's own tasks still run on it.
-    let run = s.cluster.submit(
+    let run = cluster.submit(
         &format!("{}SELECT count(*) AS n FROM orders_parquet;", crate::data::ddl("lake")),
         &[],
     );
