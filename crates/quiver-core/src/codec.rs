@@ -7,8 +7,8 @@
 //! inside the plan as Spark's `LocalRelation` does (up to
 //! [`MAX_MEMORY_TABLE_BYTES`]), and the tables of `generate_series` and
 //! `range`, which travel as their arguments; [`QuiverPhysicalCodec`] adds its operators
-//! (the Delta write and commit). Both wrap Ballista's codecs and pass everything else
-//! through unchanged. Every role must use the same codecs;
+//! (the Delta write and commit, the partition constants barrier). Both wrap
+//! Ballista's codecs and pass everything else through unchanged. Every role must use the same codecs;
 //! [`crate::session::SessionFactory`] hands them out.
 //!
 //! Quiver's payloads start with [`MAGIC`] and a kind byte, so they are never
@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delta::write::{DeltaCommitExec, DeltaWriteExec, WriteMode};
 use crate::delta::{DeltaTable, TableVersion};
+use crate::partition_constants::PartitionConstantsBarrierExec;
 use crate::tables::GlobTable;
 
 /// First bytes of every payload Quiver's codecs write.
@@ -55,6 +56,7 @@ const KIND_DELTA_WRITE: u8 = 3;
 const KIND_DELTA_COMMIT: u8 = 4;
 const KIND_MEMORY_TABLE: u8 = 5;
 const KIND_SERIES_TABLE: u8 = 6;
+const KIND_PARTITION_CONSTANTS_BARRIER: u8 = 7;
 
 /// The largest in-memory table (`CREATE TABLE t AS VALUES ...`, a table
 /// registered from batches) a plan may carry to the cluster, in Arrow IPC
@@ -505,6 +507,12 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
             return self.inner.try_decode(buf, inputs, ctx, proto_converter);
         };
         let (kind, body) = rest.split_first().ok_or_else(|| codec_err("an operator", "empty"))?;
+        if *kind == KIND_PARTITION_CONSTANTS_BARRIER {
+            let [input] = inputs else {
+                return Err(codec_err("a partition constants barrier", "expected one input"));
+            };
+            return Ok(Arc::new(PartitionConstantsBarrierExec::new(Arc::clone(input))));
+        }
         let (h, rest): (WriteHeader, _) = unframe(body, "a Delta write")?;
         let url = url::Url::parse(&h.url).map_err(|e| codec_err("a Delta write", e))?;
         let schema = schema_from(rest, "a Delta write")?;
@@ -556,6 +564,11 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
                 exists: c.exists(),
             };
             return frame(KIND_DELTA_COMMIT, &header, &schema_bytes(c.table_schema())?, buf);
+        }
+        if node.downcast_ref::<PartitionConstantsBarrierExec>().is_some() {
+            buf.extend_from_slice(MAGIC);
+            buf.push(KIND_PARTITION_CONSTANTS_BARRIER);
+            return Ok(());
         }
         self.inner.try_encode(node, buf, proto_converter)
     }

@@ -249,6 +249,7 @@ impl SessionFactory {
             .with_scalar_functions(ballista_core::extension::ballista_scalar_functions())
             .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
             .with_window_functions(ballista_core::extension::ballista_window_functions())
+            .with_query_planner(Arc::new(crate::scheduler_planner::SchedulerQueryPlanner))
             .build())
     }
 

@@ -23,6 +23,11 @@
 //! Such an aggregate yields no row, where it must yield one group over all
 //! rows; [`restore_empty_grouping_set`] gives the set back.
 //!
+//! A one-row or empty leaf under a union becomes an in-memory scan
+//! ([`quiver_core::union_leaves`]), so every task of the union's stage
+//! reports the same operators, however Ballista split the branches between
+//! them.
+//!
 //! Each stage's executor is wrapped in a [`TaskErrors`], so a failing
 //! task's error reaches the client in a form it can rebuild.
 //!
@@ -185,6 +190,8 @@ impl ExecutionEngine for QuiverExecutionEngine {
             )));
         }
         let plan = restore_compression(plan)?;
+        // Every task of a union's stage reports the same operators.
+        let plan = quiver_core::union_leaves::union_leaves_as_scans(plan)?;
         let plan = restore_empty_grouping_set(plan)?;
         let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(plan)?)?)?;
         let stage = self.inner.create_query_stage_exec(

@@ -4,7 +4,9 @@
 //! output it held. Its adaptive planner can then refuse the re-run tasks'
 //! reports ("Can't find active stage to update stage outputs"), which leaves
 //! the query running with nothing running and nothing Ballista will start:
-//! it would wait forever. A running query without a running task, in a
+//! it would wait forever. The same happens whenever Ballista refuses a
+//! task's report for another reason (it logs "Failed to update ... task
+//! statuses"): the task's partition is never counted as done. A running query without a running task, in a
 //! cluster that has executors and runs no task at all, for [`STALL_AFTER`]
 //! is stalled: the watchdog gives the executors back the task slots Ballista
 //! lost count of, fails the query with a reason every client sees, and the
@@ -62,7 +64,8 @@ pub(super) const MAX_ATTEMPTS: u32 = 3;
 pub(super) fn stall_reason() -> String {
     format!(
         "the query stopped making progress: none of its tasks ran for {} s while the cluster ran nothing \
-         (Ballista lost track of a stage re-run after an executor was lost); \
+         (Ballista lost track of its tasks: a stage re-run after an executor was lost, or a task report it \
+         refused, which the scheduler's log names); \
          Quiver failed it rather than let it hang. Re-run it: the remaining executors take the work",
         STALL_AFTER.as_secs()
     )
