@@ -6,9 +6,10 @@
 //! [`DeltaTable`]) and DataFusion's in-memory [`MemTable`], whose rows travel
 //! inside the plan as Spark's `LocalRelation` does (up to
 //! [`MAX_MEMORY_TABLE_BYTES`]), and the tables of `generate_series` and
-//! `range`, which travel as their arguments; [`QuiverPhysicalCodec`] adds its operators
-//! (the Delta write and commit, the partition constants barrier). Both wrap
-//! Ballista's codecs and pass everything else through unchanged. Every role must use the same codecs;
+//! `range`, which travel as their arguments; [`QuiverPhysicalCodec`] adds
+//! its operators (the Delta write and commit, the partition constants
+//! barrier). Both wrap Ballista's codecs and pass everything else through
+//! unchanged. Every role must use the same codecs;
 //! [`crate::session::SessionFactory`] hands them out.
 //!
 //! Quiver's payloads start with [`MAGIC`] and a kind byte, so they are never

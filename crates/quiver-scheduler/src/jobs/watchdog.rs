@@ -6,8 +6,9 @@
 //! the query running with nothing running and nothing Ballista will start:
 //! it would wait forever. The same happens whenever Ballista refuses a
 //! task's report for another reason (it logs "Failed to update ... task
-//! statuses"): the task's partition is never counted as done. A running query without a running task, in a
-//! cluster that has executors and runs no task at all, for [`STALL_AFTER`]
+//! statuses"): the task's partition is never counted as done. A running
+//! query without a running task, in a cluster that has executors and runs
+//! no task at all, for [`STALL_AFTER`]
 //! is stalled: the watchdog gives the executors back the task slots Ballista
 //! lost count of, fails the query with a reason every client sees, and the
 //! script runner re-runs a read-only statement whose query was failed this
