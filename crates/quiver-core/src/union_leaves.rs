@@ -11,8 +11,8 @@
 //! array size 7 does not equal with the stage metrics array size 6"). The
 //! query then either waited for that task's partition until Quiver's
 //! watchdog failed it, or went on without the partition's rows: `SELECT c1,
-//! SUM(c2) FROM (SELECT 1 AS c1, 1 AS c2 UNION SELECT 2, 2 UNION SELECT 3,
-//! count(1)) GROUP BY c1` answered two groups of three.
+//! sum(c2) FROM (SELECT 1 AS c1, 1::int AS c2 UNION SELECT 2, 2::int UNION
+//! SELECT 3, count(1)) GROUP BY c1` answered two groups of three.
 //!
 //! [`union_leaves_as_scans`] turns those leaves into the same one-row (or
 //! empty) in-memory scans from the start. The scheduler applies it when it
