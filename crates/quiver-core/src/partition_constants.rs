@@ -77,11 +77,6 @@ impl PartitionConstantsBarrierExec {
         ));
         Self { input, properties }
     }
-
-    /// The plan whose rows pass through.
-    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.input
-    }
 }
 
 /// True when `plan`'s output has a value that is constant within each

@@ -49,17 +49,15 @@ mod tests {
     use super::*;
     use crate::partition_constants::PartitionConstantsBarrierExec;
 
-    #[test]
-    fn a_union_of_different_constants_gets_a_barrier() {
+    #[tokio::test]
+    async fn a_union_of_different_constants_gets_a_barrier() {
         let ctx = SessionContext::new();
-        let plan = tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let df = ctx.sql("SELECT 1 AS x UNION ALL SELECT 2 ORDER BY x").await.unwrap();
-            let logical = df.into_optimized_plan().unwrap();
-            SchedulerQueryPlanner
-                .create_physical_plan(&logical, &ctx.state())
-                .await
-                .unwrap()
-        });
+        let df = ctx.sql("SELECT 1 AS x UNION ALL SELECT 2 ORDER BY x").await.unwrap();
+        let logical = df.into_optimized_plan().unwrap();
+        let plan = SchedulerQueryPlanner
+            .create_physical_plan(&logical, &ctx.state())
+            .await
+            .unwrap();
         let mut barriers = 0;
         plan.apply(|node| {
             barriers += usize::from(node.downcast_ref::<PartitionConstantsBarrierExec>().is_some());
