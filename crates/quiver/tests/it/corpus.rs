@@ -52,7 +52,7 @@ fn expected() -> Expected {
 }
 
 /// The corpus crate's directory in cargo's registry and its version, from `cargo metadata`.
-fn corpus_source() -> (PathBuf, String) {
+pub fn corpus_source() -> (PathBuf, String) {
     let out = cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -348,11 +348,20 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// The local directories a test cluster's jobs may use: the temporary
-/// directory (test data, outputs) and the repository (`jobs/data`). Anything
-/// else, `/etc` included, stays refused.
+/// directory (test data, outputs), the repository (`jobs/data`) and the
+/// sqllogictest corpus crate's directory (DataFusion's test harness writes
+/// some of the corpus's tables there). Anything else, `/etc` included,
+/// stays refused.
 pub fn local_paths_allowed() -> Vec<std::ffi::OsString> {
+    static CORPUS: OnceLock<PathBuf> = OnceLock::new();
+    let corpus = CORPUS.get_or_init(|| crate::corpus::corpus_source().0);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    vec!["--allow-local-paths".into(), std::env::temp_dir().into(), repo.into()]
+    vec![
+        "--allow-local-paths".into(),
+        std::env::temp_dir().into(),
+        repo.into(),
+        corpus.into(),
+    ]
 }
 
 /// A scheduler and executors, as separate `quiver` processes.
