@@ -67,7 +67,7 @@ use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 
-use crate::conform::ConformExec;
+use crate::conform::{ConformExec, DeclaredNullsExec};
 
 /// A client's query planner around Ballista's; see the [module docs](self).
 #[derive(Debug)]
@@ -483,6 +483,9 @@ impl QueryPlanner for ClientQueryPlanner {
                 match &dml.op {
                     WriteOp::Insert(op) => {
                         let rows = self.on_cluster(&dml.input, session).await?;
+                        // The rows' NOT NULL columns are checked here, as one
+                        // process checks them when it builds the batches.
+                        let rows = Arc::new(DeclaredNullsExec::new(rows));
                         table.insert_into(session, rows, *op).await
                     }
                     // DELETE and UPDATE read and rewrite the client's rows.

@@ -11,7 +11,9 @@
 //!
 //! [`ConformExec`] sits above every operator that reads over Flight (the
 //! executors' shuffle readers, the client's distributed query) and casts
-//! such columns back to the declared type. Batches whose types already match
+//! such columns back to the declared type. Flight also sends every column
+//! as nullable; batches get their declared nullability back (`c IS TRUE`
+//! cannot be NULL), so what a query returns has the schema it declares. Batches whose types already match
 //! pass through untouched; [`crate::client_planner`] puts one above the
 //! client's distributed query.
 //!
@@ -47,6 +49,36 @@ impl BatchMap for Conform {
     }
 }
 
+/// Checks that its input's batches hold no NULL where the input declares
+/// a column non-nullable; see [`DeclaredNulls`].
+pub type DeclaredNullsExec = BatchMapExec<DeclaredNulls>;
+
+/// The rewrite of [`DeclaredNullsExec`]: a batch with a NULL in a column its
+/// plan declares non-nullable fails, with Arrow's error (`Column 'c' is
+/// declared as non-nullable but contains null values`), as it does in one
+/// process when the batch is built. Rows that crossed Flight are not
+/// checked so on their way (the plan format does not keep every operator's
+/// nullability), so the client puts it where a declaration is a constraint:
+/// under an `INSERT` into a table with `NOT NULL` columns.
+#[derive(Debug)]
+pub struct DeclaredNulls;
+
+impl BatchMap for DeclaredNulls {
+    const NAME: &'static str = "DeclaredNullsExec";
+
+    fn map(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+        if schema.fields().iter().all(|f| f.is_nullable()) {
+            return Ok(batch);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            batch.columns().to_vec(),
+            &options,
+        )?)
+    }
+}
+
 /// Whether `schema` holds a dictionary anywhere (the type Flight hydrates).
 pub fn has_dictionary(schema: &SchemaRef) -> bool {
     fn holds(t: &DataType) -> bool {
@@ -66,7 +98,7 @@ pub fn has_dictionary(schema: &SchemaRef) -> bool {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use arrow::array::{Array, StringArray};
+/// use arrow::array::{Array, BooleanArray, StringArray};
 /// use arrow::datatypes::{DataType, Field, Schema};
 /// use arrow::record_batch::RecordBatch;
 /// use quiver_core::conform::conform_batch;
@@ -76,17 +108,31 @@ pub fn has_dictionary(schema: &SchemaRef) -> bool {
 /// let declared = Arc::new(Schema::new(vec![Field::new("p", dict.clone(), true)]));
 /// let batch = conform_batch(hydrated, &declared).unwrap();
 /// assert_eq!(batch.column(0).data_type(), &dict);
+///
+/// // A column that arrived nullable gets its declared nullability back.
+/// let flags = RecordBatch::try_from_iter([("t", Arc::new(BooleanArray::from(vec![true, false])) as _)]).unwrap();
+/// let declared = Arc::new(Schema::new(vec![Field::new("t", DataType::Boolean, false)]));
+/// assert!(!conform_batch(flags, &declared).unwrap().schema().field(0).is_nullable());
 /// ```
 pub fn conform_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema_ref() == schema
-        || batch
-            .schema_ref()
-            .fields()
-            .iter()
-            .zip(schema.fields())
-            .all(|(got, want)| got.data_type() == want.data_type())
-    {
+    if batch.schema_ref() == schema {
         return Ok(batch);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    let pairs = || batch.schema_ref().fields().iter().zip(schema.fields());
+    if pairs().all(|(got, want)| got.data_type() == want.data_type()) {
+        if !pairs().all(|(got, want)| got.name() == want.name()) {
+            // Other columns than declared: never relabelled, so that the
+            // plan above sees the difference.
+            return Ok(batch);
+        }
+        // Only nullability or metadata differ (Flight sends every column
+        // as nullable): the declared schema, unless a column holds NULLs
+        // it declares it cannot; that batch is left as it came, for the
+        // plan above to judge ([`DeclaredNullsExec`] where it matters).
+        return Ok(
+            RecordBatch::try_new_with_options(Arc::clone(schema), batch.columns().to_vec(), &options).unwrap_or(batch),
+        );
     }
     let columns = batch
         .columns()
@@ -100,7 +146,6 @@ pub fn conform_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBat
             }
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(
         Arc::clone(schema),
         columns,
