@@ -8,13 +8,17 @@
 //! [`MAX_MEMORY_TABLE_BYTES`]), and the tables of `generate_series` and
 //! `range`, which travel as their arguments; [`QuiverPhysicalCodec`] adds
 //! its operators (the Delta write and commit, the partition constants
-//! barrier). Both wrap Ballista's codecs and pass everything else through
+//! barrier). Both mark calls of Spark's functions
+//! ([`crate::spark_functions`]) and of the aggregate that checks a scalar
+//! subquery's rows ([`crate::scalar_subquery`]), which the other processes'
+//! registries do not hold, and wrap Ballista's codecs, passing everything else through
 //! unchanged. Every role must use the same codecs;
 //! [`crate::session::SessionFactory`] hands them out.
 //!
 //! Quiver's payloads start with [`MAGIC`] and a kind byte, so they are never
 //! confused with Ballista's.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use arrow::datatypes::{IntervalMonthDayNano, Schema, SchemaRef};
@@ -47,6 +51,8 @@ use serde::{Deserialize, Serialize};
 use crate::delta::write::{DeltaCommitExec, DeltaWriteExec, WriteMode};
 use crate::delta::{DeltaTable, TableVersion};
 use crate::partition_constants::PartitionConstantsBarrierExec;
+use crate::scalar_subquery::SingleValue;
+use crate::spark_functions::SparkFunctions;
 use crate::tables::GlobTable;
 
 /// First bytes of every payload Quiver's codecs write.
@@ -58,6 +64,52 @@ const KIND_DELTA_COMMIT: u8 = 4;
 const KIND_MEMORY_TABLE: u8 = 5;
 const KIND_SERIES_TABLE: u8 = 6;
 const KIND_PARTITION_CONSTANTS_BARRIER: u8 = 7;
+const KIND_SPARK_FUNCTION: u8 = 8;
+const KIND_SINGLE_VALUE: u8 = 9;
+
+/// The payload of a call of one of Spark's functions
+/// ([`crate::spark_functions`]): decoded from that library, by name.
+const SPARK_FUNCTION: [u8; 5] = [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], KIND_SPARK_FUNCTION];
+
+/// The payload of a call of [`SingleValue`], the aggregate that checks a
+/// scalar subquery's rows.
+const SINGLE_VALUE_FUNCTION: [u8; 5] = [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], KIND_SINGLE_VALUE];
+
+/// Quiver's and Spark's aggregates by their markers, else `inner`'s.
+fn encode_udaf(node: &AggregateUDF, buf: &mut Vec<u8>, inner: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    let implementation: &dyn Any = node.inner().as_ref();
+    if implementation.is::<SingleValue>() {
+        buf.extend_from_slice(&SINGLE_VALUE_FUNCTION);
+        return Ok(());
+    }
+    encode_function(SparkFunctions::get().is_aggregate(node), buf, inner)
+}
+
+/// The aggregate [`encode_udaf`] wrote.
+fn decode_udaf(
+    name: &str,
+    buf: &[u8],
+    inner: impl FnOnce(&[u8]) -> Result<Arc<AggregateUDF>>,
+) -> Result<Arc<AggregateUDF>> {
+    if buf == SINGLE_VALUE_FUNCTION {
+        return Ok(Arc::new(AggregateUDF::from(SingleValue::default())));
+    }
+    match buf == SPARK_FUNCTION {
+        true => SparkFunctions::get().aggregate(name),
+        false => inner(buf),
+    }
+}
+
+/// Writes the Spark marker when `is_spark`, else lets `inner` encode.
+fn encode_function(is_spark: bool, buf: &mut Vec<u8>, inner: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    match is_spark {
+        true => {
+            buf.extend_from_slice(&SPARK_FUNCTION);
+            Ok(())
+        }
+        false => inner(buf),
+    }
+}
 
 /// The largest in-memory table (`CREATE TABLE t AS VALUES ...`, a table
 /// registered from batches) a plan may carry to the cluster, in Arrow IPC
@@ -466,27 +518,37 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
+        match buf == SPARK_FUNCTION {
+            true => SparkFunctions::get().scalar(name),
+            false => self.inner.try_decode_udf(name, buf),
+        }
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udf(node, buf)
+        encode_function(SparkFunctions::get().is_scalar(node), buf, |buf| {
+            self.inner.try_encode_udf(node, buf)
+        })
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        self.inner.try_decode_udaf(name, buf)
+        decode_udaf(name, buf, |buf| self.inner.try_decode_udaf(name, buf))
     }
 
     fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udaf(node, buf)
+        encode_udaf(node, buf, |buf| self.inner.try_encode_udaf(node, buf))
     }
 
     fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.inner.try_decode_udwf(name, buf)
+        match buf == SPARK_FUNCTION {
+            true => SparkFunctions::get().window(name),
+            false => self.inner.try_decode_udwf(name, buf),
+        }
     }
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udwf(node, buf)
+        encode_function(SparkFunctions::get().is_window(node), buf, |buf| {
+            self.inner.try_encode_udwf(node, buf)
+        })
     }
 }
 
@@ -575,11 +637,16 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
+        match buf == SPARK_FUNCTION {
+            true => SparkFunctions::get().scalar(name),
+            false => self.inner.try_decode_udf(name, buf),
+        }
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udf(node, buf)
+        encode_function(SparkFunctions::get().is_scalar(node), buf, |buf| {
+            self.inner.try_encode_udf(node, buf)
+        })
     }
 
     fn try_decode_expr(
@@ -601,19 +668,24 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        self.inner.try_decode_udaf(name, buf)
+        decode_udaf(name, buf, |buf| self.inner.try_decode_udaf(name, buf))
     }
 
     fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udaf(node, buf)
+        encode_udaf(node, buf, |buf| self.inner.try_encode_udaf(node, buf))
     }
 
     fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.inner.try_decode_udwf(name, buf)
+        match buf == SPARK_FUNCTION {
+            true => SparkFunctions::get().window(name),
+            false => self.inner.try_decode_udwf(name, buf),
+        }
     }
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udwf(node, buf)
+        encode_function(SparkFunctions::get().is_window(node), buf, |buf| {
+            self.inner.try_encode_udwf(node, buf)
+        })
     }
 }
 

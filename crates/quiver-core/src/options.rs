@@ -234,6 +234,8 @@ settings_struct! {
         join_filtered_dimensions_first: bool = true,
         /// narrow the subquery side of EXISTS, IN and NOT EXISTS joins to the keys a constant-filtered outer table holds
         semi_join_reduction: bool = true,
+        /// plan with Apache Spark's functions (datafusion-spark: sha2, next_day, try_sum, ...) and Spark's EXTRACT and SUBSTRING; Spark's versions replace DataFusion's of the same name; read when a session starts (--conf, a job's conf)
+        spark_functions: bool = false,
         /// let an executor's tasks reuse the Parquet footers it read for earlier jobs, checked against each file's size and modification time
         shared_footer_cache: bool = true,
         /// set by the scheduler from the cluster secret: executors run only tasks that carry it (a client's value is replaced)

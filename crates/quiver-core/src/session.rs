@@ -45,8 +45,10 @@ use crate::api::JobSource;
 use crate::client_planner::ClientQueryPlanner;
 use crate::config::{ConfigError, Settings};
 use crate::optimizer;
-use crate::options::QuiverOptions;
+use crate::options::{QuiverOptions, quiver_options};
+use crate::scalar_subquery::SingleRowScalarSubqueries;
 use crate::secret;
+use crate::spark_functions::with_spark_functions;
 use crate::storage::{LocalPaths, QuiverObjectStoreRegistry, S3Options, StorageContext};
 
 /// Engine settings where Quiver's default differs from Ballista's, each with
@@ -235,10 +237,12 @@ impl SessionFactory {
     pub fn session_state(&self, config: SessionConfig) -> Result<SessionState> {
         register_session_secrets(&config);
         let runtime = self.runtime_env(&config, None)?;
-        Ok(SessionStateBuilder::new()
+        let spark = quiver_options(&config).spark_functions;
+        let builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
+            .with_analyzer_rule(Arc::new(SingleRowScalarSubqueries))
             // Ballista's list replaces DataFusion's; Quiver's rules follow it.
             .with_optimizer_rules(
                 ballista_core::optimizer::ballista_default_optimizer_rules()
@@ -249,8 +253,9 @@ impl SessionFactory {
             .with_scalar_functions(ballista_core::extension::ballista_scalar_functions())
             .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
             .with_window_functions(ballista_core::extension::ballista_window_functions())
-            .with_query_planner(Arc::new(crate::scheduler_planner::SchedulerQueryPlanner))
-            .build())
+            .with_query_planner(Arc::new(crate::scheduler_planner::SchedulerQueryPlanner));
+        // After Ballista's function lists, which replace the defaults.
+        Ok(with_spark_functions(builder, spark).build())
     }
 
     /// The scheduler's session builder.
@@ -387,17 +392,25 @@ impl SessionFactory {
     ) -> std::result::Result<SessionContext, SessionError> {
         apply_settings(&mut config, settings)?;
         let runtime = self.runtime_env(&config, None).map_err(SessionError::Engine)?;
+        let spark = quiver_options(&config).spark_functions;
         let builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
-            .with_runtime_env(runtime);
+            .with_runtime_env(runtime)
+            .with_analyzer_rule(Arc::new(SingleRowScalarSubqueries));
         // Appended to DataFusion's own rules (`with_optimizer_rules` would
         // replace them).
         let state = optimizer::rules()
             .into_iter()
             .fold(builder, SessionStateBuilder::with_optimizer_rule)
             .build();
-        let ctx = SessionContext::new_with_state(finish(state).map_err(SessionError::Engine)?);
+        let state = finish(state).map_err(SessionError::Engine)?;
+        // Last: Ballista's upgrade replaces the function lists with its own.
+        let state = match spark {
+            true => with_spark_functions(SessionStateBuilder::new_from_existing(state), true).build(),
+            false => state,
+        };
+        let ctx = SessionContext::new_with_state(state);
         crate::tables::install(&ctx);
         Ok(ctx)
     }
@@ -680,6 +693,23 @@ mod tests {
         let third = producer(&factory().base_config()).unwrap();
         assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
         drop(third);
+    }
+
+    #[tokio::test]
+    async fn spark_functions_come_with_the_setting() {
+        let plain = factory().local_context(&Settings::new()).unwrap();
+        assert!(plain.sql("SELECT sha2('Spark', 256)").await.is_err());
+        let mut settings = Settings::new();
+        settings.set("quiver.spark_functions", "true");
+        let spark = factory().local_context(&settings).unwrap();
+        let batches = spark
+            .sql("SELECT sha2('Spark', 256)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(batches[0].num_rows(), 1);
     }
 
     #[tokio::test]

@@ -273,8 +273,11 @@ async fn cluster(args: &Args, relative: &Path, path: &Path) -> Outcome {
             builder = builder.conf(*key, value);
         }
     }
+    // As DataFusion's runner gives them: Spark's dialect and function library.
     if is_spark_path(relative) {
-        builder = builder.conf("datafusion.sql_parser.dialect", "Spark");
+        builder = builder
+            .conf("datafusion.sql_parser.dialect", "Spark")
+            .conf("quiver.spark_functions", "true");
     }
     if let Some(token) = &args.token {
         builder = builder.token(token.clone());

@@ -191,6 +191,9 @@ impl StatementRunner {
     async fn run_sql(&self, sql: &str) -> Result<(Produced, bool), RunError> {
         let state = self.ctx.state();
         let plan = mask_secret_settings(state.create_logical_plan(sql).await?, &state)?;
+        if let Some(message) = crate::spark_functions::refused_change(&plan, state.config()) {
+            return Err(RunError::User(message));
+        }
         let explains = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         match &plan {
             LogicalPlan::Ddl(ddl) => {

@@ -88,6 +88,9 @@ pub async fn plan(ctx: &SessionContext, handle: &StatementHandle) -> Result<Logi
         .create_logical_plan(&handle.query)
         .await
         .map_err(user_error)?;
+    if let Some(message) = quiver_core::spark_functions::refused_change(&plan, ctx.state().config()) {
+        return Err(Status::invalid_argument(message));
+    }
     match &handle.parameters {
         Some(parameters) => plan
             .with_param_values(decode_parameters(parameters)?)

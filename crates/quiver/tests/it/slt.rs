@@ -3,7 +3,9 @@
 //! client session whose queries run on the scheduler and both executors.
 //!
 //! Files may use `control substitution on` and `$lake` (the test bucket as
-//! `s3://lake`) and `$scratch` (a fresh prefix in it for writes).
+//! `s3://lake`) and `$scratch` (a fresh prefix in it for writes). A line
+//! `# session: key = value` gives the file's session that setting when it
+//! starts, as `--conf key=value` does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,6 +109,20 @@ impl AsyncDB for ClusterDb {
     }
 }
 
+/// The file's `# session: key = value` lines.
+fn session_settings(path: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# session:"))
+        .map(|setting| {
+            let (key, value) = setting
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{}: `# session:{setting}` has no `=`", path.display()));
+            (key.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
 fn slt_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -130,12 +146,17 @@ fn sqllogictest_files_pass_on_the_cluster() {
         let path = file.clone();
         let url = url.clone();
         let env = env.clone();
+        let settings = session_settings(&file);
         let result = runtime.block_on(async move {
             let mut runner = sqllogictest::Runner::new(move || {
                 let url = url.clone();
                 let env = env.clone();
+                let settings = settings.clone();
                 async move {
                     let mut builder = Quiver::builder("sqllogictest").scheduler(url);
+                    for (key, value) in settings {
+                        builder = builder.conf(key, value);
+                    }
                     // The client plans, so it needs the same storage settings.
                     for (k, v) in &env {
                         let key = match *k {
