@@ -237,8 +237,10 @@ impl SessionFactory {
     pub fn session_state(&self, config: SessionConfig) -> Result<SessionState> {
         register_session_secrets(&config);
         let runtime = self.runtime_env(&config, None)?;
-        let spark = quiver_options(&config).spark_functions;
-        let builder = SessionStateBuilder::new()
+        // No Spark functions here, whatever the session's settings: the
+        // plan's calls of them are marked and decoded from the library, and
+        // a call without the mark is DataFusion's function of that name.
+        Ok(SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -253,9 +255,8 @@ impl SessionFactory {
             .with_scalar_functions(ballista_core::extension::ballista_scalar_functions())
             .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
             .with_window_functions(ballista_core::extension::ballista_window_functions())
-            .with_query_planner(Arc::new(crate::scheduler_planner::SchedulerQueryPlanner));
-        // After Ballista's function lists, which replace the defaults.
-        Ok(with_spark_functions(builder, spark).build())
+            .with_query_planner(Arc::new(crate::scheduler_planner::SchedulerQueryPlanner))
+            .build())
     }
 
     /// The scheduler's session builder.
