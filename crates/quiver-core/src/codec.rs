@@ -11,8 +11,8 @@
 //! barrier). Both mark calls of Spark's functions
 //! ([`crate::spark_functions`]) and of the aggregate that checks a scalar
 //! subquery's rows ([`crate::scalar_subquery`]), which the other processes'
-//! registries do not hold, and wrap Ballista's codecs, passing everything else through
-//! unchanged. Every role must use the same codecs;
+//! registries do not hold, and wrap Ballista's codecs, passing everything
+//! else through unchanged. Every role must use the same codecs;
 //! [`crate::session::SessionFactory`] hands them out.
 //!
 //! Quiver's payloads start with [`MAGIC`] and a kind byte, so they are never

@@ -13,9 +13,9 @@
 //! executors' shuffle readers, the client's distributed query) and casts
 //! such columns back to the declared type. Flight also sends every column
 //! as nullable; batches get their declared nullability back (`c IS TRUE`
-//! cannot be NULL), so what a query returns has the schema it declares. Batches whose types already match
-//! pass through untouched; [`crate::client_planner`] puts one above the
-//! client's distributed query.
+//! cannot be NULL), so what a query returns has the schema it declares.
+//! Batches whose schema already matches pass through untouched;
+//! [`crate::client_planner`] puts one above the client's distributed query.
 //!
 //! Errors cross the wire as text as well; a [`ConformExec`] gives an
 //! executor's error back its engine form ([`crate::remote_error`]).
