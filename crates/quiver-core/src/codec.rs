@@ -94,8 +94,18 @@ fn decode_udaf(
     if buf == SINGLE_VALUE_FUNCTION {
         return Ok(Arc::new(AggregateUDF::from(SingleValue::default())));
     }
+    decode_function(buf, || SparkFunctions::get().aggregate(name), inner)
+}
+
+/// A function [`encode_function`] wrote: Spark's when `buf` is the Spark
+/// marker, else what `inner` decodes.
+fn decode_function<F>(
+    buf: &[u8],
+    spark: impl FnOnce() -> Result<Arc<F>>,
+    inner: impl FnOnce(&[u8]) -> Result<Arc<F>>,
+) -> Result<Arc<F>> {
     match buf == SPARK_FUNCTION {
-        true => SparkFunctions::get().aggregate(name),
+        true => spark(),
         false => inner(buf),
     }
 }
@@ -518,10 +528,11 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match buf == SPARK_FUNCTION {
-            true => SparkFunctions::get().scalar(name),
-            false => self.inner.try_decode_udf(name, buf),
-        }
+        decode_function(
+            buf,
+            || SparkFunctions::get().scalar(name),
+            |buf| self.inner.try_decode_udf(name, buf),
+        )
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
@@ -539,10 +550,11 @@ impl LogicalExtensionCodec for QuiverLogicalCodec {
     }
 
     fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        match buf == SPARK_FUNCTION {
-            true => SparkFunctions::get().window(name),
-            false => self.inner.try_decode_udwf(name, buf),
-        }
+        decode_function(
+            buf,
+            || SparkFunctions::get().window(name),
+            |buf| self.inner.try_decode_udwf(name, buf),
+        )
     }
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
@@ -637,10 +649,11 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match buf == SPARK_FUNCTION {
-            true => SparkFunctions::get().scalar(name),
-            false => self.inner.try_decode_udf(name, buf),
-        }
+        decode_function(
+            buf,
+            || SparkFunctions::get().scalar(name),
+            |buf| self.inner.try_decode_udf(name, buf),
+        )
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
@@ -676,10 +689,11 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
     }
 
     fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        match buf == SPARK_FUNCTION {
-            true => SparkFunctions::get().window(name),
-            false => self.inner.try_decode_udwf(name, buf),
-        }
+        decode_function(
+            buf,
+            || SparkFunctions::get().window(name),
+            |buf| self.inner.try_decode_udwf(name, buf),
+        )
     }
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {

@@ -22,8 +22,10 @@
 
 use std::sync::Arc;
 
+use arrow::array::ArrayRef;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DataFusionError, Result};
 
@@ -70,13 +72,19 @@ impl BatchMap for DeclaredNulls {
         if schema.fields().iter().all(|f| f.is_nullable()) {
             return Ok(batch);
         }
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(schema),
-            batch.columns().to_vec(),
-            &options,
-        )?)
+        Ok(with_schema(schema, batch.columns().to_vec(), batch.num_rows())?)
     }
+}
+
+/// `columns` as a batch of `schema` with `rows` rows, checked against it
+/// (types, and NULLs in columns it declares non-nullable).
+fn with_schema(
+    schema: &SchemaRef,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
 }
 
 /// Whether `schema` holds a dictionary anywhere (the type Flight hydrates).
@@ -118,7 +126,6 @@ pub fn conform_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBat
     if batch.schema_ref() == schema {
         return Ok(batch);
     }
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     let pairs = || batch.schema_ref().fields().iter().zip(schema.fields());
     if pairs().all(|(got, want)| got.data_type() == want.data_type()) {
         if !pairs().all(|(got, want)| got.name() == want.name()) {
@@ -130,9 +137,7 @@ pub fn conform_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBat
         // as nullable): the declared schema, unless a column holds NULLs
         // it declares it cannot; that batch is left as it came, for the
         // plan above to judge ([`DeclaredNullsExec`] where it matters).
-        return Ok(
-            RecordBatch::try_new_with_options(Arc::clone(schema), batch.columns().to_vec(), &options).unwrap_or(batch),
-        );
+        return Ok(with_schema(schema, batch.columns().to_vec(), batch.num_rows()).unwrap_or(batch));
     }
     let columns = batch
         .columns()
@@ -146,9 +151,5 @@ pub fn conform_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBat
             }
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &options,
-    )?)
+    Ok(with_schema(schema, columns, batch.num_rows())?)
 }

@@ -408,7 +408,7 @@ impl SessionFactory {
         let state = finish(state).map_err(SessionError::Engine)?;
         // Last: Ballista's upgrade replaces the function lists with its own.
         let state = match spark {
-            true => with_spark_functions(SessionStateBuilder::new_from_existing(state), true).build(),
+            true => with_spark_functions(SessionStateBuilder::new_from_existing(state)).build(),
             false => state,
         };
         let ctx = SessionContext::new_with_state(state);

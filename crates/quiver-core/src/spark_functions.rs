@@ -19,11 +19,11 @@
 //! use datafusion::execution::SessionStateBuilder;
 //! use quiver_core::spark_functions::{SparkFunctions, with_spark_functions};
 //!
-//! let state = with_spark_functions(SessionStateBuilder::new().with_default_features(), true).build();
+//! let state = with_spark_functions(SessionStateBuilder::new().with_default_features()).build();
 //! let sha2 = state.scalar_functions().get("sha2").expect("Spark's sha2");
 //! assert!(SparkFunctions::get().is_scalar(sha2));
 //! // DataFusion's own functions are not marked.
-//! let plain = datafusion::execution::SessionStateBuilder::new().with_default_features().build();
+//! let plain = SessionStateBuilder::new().with_default_features().build();
 //! assert!(!SparkFunctions::get().is_scalar(&plain.scalar_functions()["concat"]));
 //! ```
 
@@ -39,13 +39,10 @@ use datafusion_spark::SessionStateBuilderSpark;
 
 use crate::options::{QuiverOptions, SettingValue, quiver_options};
 
-/// Adds Spark's functions and expression planner to `builder` when `on`
-/// (after DataFusion's defaults, so that Spark's versions win).
-pub fn with_spark_functions(builder: SessionStateBuilder, on: bool) -> SessionStateBuilder {
-    match on {
-        true => builder.with_spark_features(),
-        false => builder,
-    }
+/// Adds Spark's functions and expression planner to `builder` (after the
+/// functions it holds, so that Spark's versions win).
+pub fn with_spark_functions(builder: SessionStateBuilder) -> SessionStateBuilder {
+    builder.with_spark_features()
 }
 
 /// The key of the setting.
@@ -75,17 +72,45 @@ pub fn refused_change(plan: &LogicalPlan, config: &SessionConfig) -> Option<Stri
     })
 }
 
+/// What the library needs of a function: the names it answers to and the
+/// type that implements it.
+trait Function {
+    fn names(&self) -> Vec<String>;
+    fn implementation(&self) -> TypeId;
+}
+
+macro_rules! function {
+    ($udf:ty) => {
+        impl Function for $udf {
+            fn names(&self) -> Vec<String> {
+                std::iter::once(self.name().to_owned())
+                    .chain(self.aliases().iter().cloned())
+                    .collect()
+            }
+
+            fn implementation(&self) -> TypeId {
+                let inner: &dyn Any = self.inner().as_ref();
+                inner.type_id()
+            }
+        }
+    };
+}
+
+function!(ScalarUDF);
+function!(AggregateUDF);
+function!(WindowUDF);
+
 /// One kind of function of the library, by every name it answers to.
 #[derive(Debug)]
 struct Kind<F> {
     by_name: HashMap<String, Arc<F>>,
 }
 
-impl<F> Kind<F> {
-    fn new(functions: Vec<Arc<F>>, names: impl Fn(&F) -> Vec<String>) -> Self {
+impl<F: Function> Kind<F> {
+    fn new(functions: Vec<Arc<F>>) -> Self {
         let mut by_name = HashMap::new();
         for f in functions {
-            for name in names(&f) {
+            for name in f.names() {
                 by_name.entry(name).or_insert_with(|| Arc::clone(&f));
             }
         }
@@ -94,8 +119,10 @@ impl<F> Kind<F> {
 
     /// Whether `f`, called `name`, is the library's function of that name:
     /// the same implementation type (its settings may differ).
-    fn holds(&self, name: &str, type_of: impl Fn(&F) -> TypeId, f: &F) -> bool {
-        self.by_name.get(name).is_some_and(|ours| type_of(ours) == type_of(f))
+    fn holds(&self, name: &str, f: &F) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|ours| ours.implementation() == f.implementation())
     }
 
     fn get(&self, name: &str, what: &str) -> Result<Arc<F>> {
@@ -108,27 +135,6 @@ impl<F> Kind<F> {
     }
 }
 
-fn scalar_type(f: &ScalarUDF) -> TypeId {
-    let inner: &dyn Any = f.inner().as_ref();
-    inner.type_id()
-}
-
-fn aggregate_type(f: &AggregateUDF) -> TypeId {
-    let inner: &dyn Any = f.inner().as_ref();
-    inner.type_id()
-}
-
-fn window_type(f: &WindowUDF) -> TypeId {
-    let inner: &dyn Any = f.inner().as_ref();
-    inner.type_id()
-}
-
-fn names(name: &str, aliases: &[String]) -> Vec<String> {
-    std::iter::once(name.to_owned())
-        .chain(aliases.iter().cloned())
-        .collect()
-}
-
 /// datafusion-spark's functions, built once per process.
 #[derive(Debug)]
 pub struct SparkFunctions {
@@ -138,15 +144,9 @@ pub struct SparkFunctions {
 }
 
 static LIBRARY: LazyLock<SparkFunctions> = LazyLock::new(|| SparkFunctions {
-    scalar: Kind::new(datafusion_spark::all_default_scalar_functions(), |f| {
-        names(f.name(), f.aliases())
-    }),
-    aggregate: Kind::new(datafusion_spark::all_default_aggregate_functions(), |f| {
-        names(f.name(), f.aliases())
-    }),
-    window: Kind::new(datafusion_spark::all_default_window_functions(), |f| {
-        names(f.name(), f.aliases())
-    }),
+    scalar: Kind::new(datafusion_spark::all_default_scalar_functions()),
+    aggregate: Kind::new(datafusion_spark::all_default_aggregate_functions()),
+    window: Kind::new(datafusion_spark::all_default_window_functions()),
 });
 
 impl SparkFunctions {
@@ -157,17 +157,17 @@ impl SparkFunctions {
 
     /// Whether `f` is one of Spark's scalar functions.
     pub fn is_scalar(&self, f: &ScalarUDF) -> bool {
-        self.scalar.holds(f.name(), scalar_type, f)
+        self.scalar.holds(f.name(), f)
     }
 
     /// Whether `f` is one of Spark's aggregate functions.
     pub fn is_aggregate(&self, f: &AggregateUDF) -> bool {
-        self.aggregate.holds(f.name(), aggregate_type, f)
+        self.aggregate.holds(f.name(), f)
     }
 
     /// Whether `f` is one of Spark's window functions.
     pub fn is_window(&self, f: &WindowUDF) -> bool {
-        self.window.holds(f.name(), window_type, f)
+        self.window.holds(f.name(), f)
     }
 
     /// Spark's scalar function `name`.
@@ -194,7 +194,7 @@ mod tests {
     fn spark_functions_replace_datafusions_of_the_same_name() {
         let library = SparkFunctions::get();
         let plain = SessionStateBuilder::new().with_default_features().build();
-        let spark = with_spark_functions(SessionStateBuilder::new().with_default_features(), true).build();
+        let spark = with_spark_functions(SessionStateBuilder::new().with_default_features()).build();
         // A name both have: the session holds Spark's, which is marked.
         assert!(!library.is_scalar(&plain.scalar_functions()["concat"]));
         assert!(library.is_scalar(&spark.scalar_functions()["concat"]));

@@ -51,8 +51,15 @@ fn expected() -> Expected {
     toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The corpus crate's directory in cargo's registry and its version, from `cargo metadata`.
-pub fn corpus_source() -> (PathBuf, String) {
+/// The corpus crate's directory in cargo's registry and its version, from
+/// `cargo metadata` (run once per test process: the harness's clusters need
+/// the directory too).
+pub fn corpus_source() -> &'static (PathBuf, String) {
+    static SOURCE: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(read_corpus_source)
+}
+
+fn read_corpus_source() -> (PathBuf, String) {
     let out = cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -596,9 +603,9 @@ fn datafusion_corpus_answers_alike_on_the_cluster() {
     let started = Instant::now();
     let rows: Vec<Row> = match mode {
         Mode::Report => saved_rows(),
-        Mode::All => run_corpus(&source, &[]).iter().map(Row::from).collect(),
+        Mode::All => run_corpus(source, &[]).iter().map(Row::from).collect(),
         Mode::Files(ref files) => {
-            let mut fresh: BTreeMap<String, Row> = run_corpus(&source, files)
+            let mut fresh: BTreeMap<String, Row> = run_corpus(source, files)
                 .iter()
                 .map(|r| (r.file.clone(), Row::from(r)))
                 .collect();
@@ -615,7 +622,7 @@ fn datafusion_corpus_answers_alike_on_the_cluster() {
             rows
         }
         Mode::Suite => {
-            let rows: Vec<Row> = run_corpus(&source, &expected.suite).iter().map(Row::from).collect();
+            let rows: Vec<Row> = run_corpus(source, &expected.suite).iter().map(Row::from).collect();
             assert_eq!(
                 rows.len(),
                 expected.suite.len(),
@@ -626,7 +633,7 @@ fn datafusion_corpus_answers_alike_on_the_cluster() {
     };
     let wall = started.elapsed().as_secs_f64();
     if mode != Mode::Suite {
-        write_report(&rows, &expected, &version, (mode == Mode::All).then_some(wall));
+        write_report(&rows, &expected, version, (mode == Mode::All).then_some(wall));
     }
     let mut problems = Vec::new();
     let checked = |r: &Row| match &mode {

@@ -353,8 +353,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// some of the corpus's tables there). Anything else, `/etc` included,
 /// stays refused.
 pub fn local_paths_allowed() -> Vec<std::ffi::OsString> {
-    static CORPUS: OnceLock<PathBuf> = OnceLock::new();
-    let corpus = CORPUS.get_or_init(|| crate::corpus::corpus_source().0);
+    let corpus = &crate::corpus::corpus_source().0;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     vec![
         "--allow-local-paths".into(),
