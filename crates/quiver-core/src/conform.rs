@@ -14,6 +14,8 @@
 //! such columns back to the declared type. Flight also sends every column
 //! as nullable; batches get their declared nullability back (`c IS TRUE`
 //! cannot be NULL), so what a query returns has the schema it declares.
+//! Batches of other columns than declared (other names, another count) are
+//! an error, never relabelled: they are another operator's rows.
 //! Batches whose schema already matches pass through untouched;
 //! [`crate::client_planner`] puts one above the client's distributed query.
 //!
@@ -76,6 +78,28 @@ impl BatchMap for DeclaredNulls {
     }
 }
 
+/// The error for rows of other columns than their plan declares: rows of
+/// another operator than the one read (Ballista's adaptive planner can
+/// re-plan a query after its last stage ran, and then hand out the output of
+/// a stage it added, such as a join's input). Passed on, they were a wrong
+/// answer under the query's column names, or a panic in the operator above.
+fn other_columns(got: &SchemaRef, want: &SchemaRef) -> DataFusionError {
+    let names = |s: &SchemaRef| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    DataFusionError::Execution(format!(
+        "the cluster returned rows of other columns ({}) than this step of the query reads ({}); \
+         Quiver refused them rather than answer with another operator's rows. This is a fault in \
+         the cluster's planning (the scheduler's log shows the job's stages), not in the query",
+        names(got),
+        names(want)
+    ))
+}
+
 /// `columns` as a batch of `schema` with `rows` rows, checked against it
 /// (types, and NULLs in columns it declares non-nullable).
 fn with_schema(
@@ -121,18 +145,20 @@ pub fn has_dictionary(schema: &SchemaRef) -> bool {
 /// let flags = RecordBatch::try_from_iter([("t", Arc::new(BooleanArray::from(vec![true, false])) as _)]).unwrap();
 /// let declared = Arc::new(Schema::new(vec![Field::new("t", DataType::Boolean, false)]));
 /// assert!(!conform_batch(flags, &declared).unwrap().schema().field(0).is_nullable());
+///
+/// // Rows of other columns are another operator's: refused, not relabelled.
+/// let other = RecordBatch::try_from_iter([("u", Arc::new(BooleanArray::from(vec![true])) as _)]).unwrap();
+/// assert!(conform_batch(other, &declared).is_err());
 /// ```
 pub fn conform_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema_ref() == schema {
         return Ok(batch);
     }
     let pairs = || batch.schema_ref().fields().iter().zip(schema.fields());
+    if batch.num_columns() != schema.fields().len() || !pairs().all(|(got, want)| got.name() == want.name()) {
+        return Err(other_columns(batch.schema_ref(), schema));
+    }
     if pairs().all(|(got, want)| got.data_type() == want.data_type()) {
-        if !pairs().all(|(got, want)| got.name() == want.name()) {
-            // Other columns than declared: never relabelled, so that the
-            // plan above sees the difference.
-            return Ok(batch);
-        }
         // Only nullability or metadata differ (Flight sends every column
         // as nullable): the declared schema, unless a column holds NULLs
         // it declares it cannot; that batch is left as it came, for the
