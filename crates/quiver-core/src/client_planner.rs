@@ -17,7 +17,9 @@
 //!   format keeps the format but not the options, so on a cluster
 //!   `'format.has_header' 'false'`, a delimiter or a Parquet compression
 //!   were dropped and the file written with the defaults
-//!   ([`carry_copy_options`]).
+//!   ([`carry_copy_options`]). The one option that is a setting of the
+//!   statement, `execution.keep_partition_by_columns`, travels with the job
+//!   ([`crate::job_settings`]).
 //! * An empty relation with columns (what `WHERE FALSE` or a join with an
 //!   empty side becomes) keeps its columns on the way to the scheduler: the
 //!   plan format carries only whether it yields a row, so the scheduler
@@ -68,6 +70,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 
 use crate::conform::{ConformExec, DeclaredNullsExec};
+use crate::job_settings::{JobSettingsExec, copy_settings};
 
 /// A client's query planner around Ballista's; see the [module docs](self).
 #[derive(Debug)]
@@ -501,10 +504,15 @@ impl QueryPlanner for ClientQueryPlanner {
                     .create_physical_plan(logical_plan, session)
                     .await
             }
-            LogicalPlan::Copy(_) => {
+            LogicalPlan::Copy(copy) => {
+                let settings = copy_settings(copy)?;
                 let plan = anchor_copy_target(logical_plan)?.unwrap_or_else(|| logical_plan.clone());
                 let plan = carry_copy_options(&plan, session)?.unwrap_or(plan);
-                self.on_cluster(&plan, session).await
+                let written = self.on_cluster(&plan, session).await?;
+                if settings.is_empty() {
+                    return Ok(written);
+                }
+                Ok(Arc::new(JobSettingsExec::new(written, settings)))
             }
             _ => self.on_cluster(logical_plan, session).await,
         }

@@ -51,6 +51,7 @@ pub mod config;
 pub mod conform;
 pub mod ctas;
 pub mod delta;
+pub mod job_settings;
 pub mod logging;
 pub mod memory_limit;
 pub mod messages;
