@@ -74,12 +74,26 @@ pub struct GlobTable {
 impl GlobTable {
     /// Rebuilds `template` (a table over the patterns' base directories) with
     /// the patterns of `locations`.
+    ///
+    /// A relative local path is resolved here, against this process's
+    /// working directory, and kept resolved: the scheduler that decodes the
+    /// table runs elsewhere, and read `data/*.csv` under its own directory
+    /// (no files, an empty answer).
     pub fn new(template: &ListingTable, locations: Vec<String>) -> Result<Self> {
         let mut urls = Vec::with_capacity(locations.len());
+        let mut resolved = Vec::with_capacity(locations.len());
         for location in &locations {
             let url = match split_glob(location) {
-                Some((base, pattern)) => ListingTableUrl::parse(&base)?.with_glob(&pattern)?,
-                None => ListingTableUrl::parse(location)?,
+                Some((base, pattern)) => {
+                    let base = ListingTableUrl::parse(&base)?;
+                    resolved.push(format!("{}{pattern}", base.as_str()));
+                    base.with_glob(&pattern)?
+                }
+                None => {
+                    let url = ListingTableUrl::parse(location)?;
+                    resolved.push(url.as_str().to_owned());
+                    url
+                }
             };
             urls.push(url);
         }
@@ -88,11 +102,11 @@ impl GlobTable {
             .with_schema(file_schema(template));
         Ok(Self {
             inner: Arc::new(ListingTable::try_new(config)?),
-            locations,
+            locations: resolved,
         })
     }
 
-    /// The locations as written, patterns included.
+    /// The locations, patterns included, local paths made absolute.
     pub fn locations(&self) -> &[String] {
         &self.locations
     }
@@ -265,5 +279,23 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("file pattern"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn relative_patterns_are_kept_resolved() {
+        let ctx = SessionContext::new();
+        install(&ctx);
+        // A relative location that matches nothing still makes a table.
+        ctx.sql("CREATE EXTERNAL TABLE t (x BIGINT) STORED AS CSV LOCATION 'no-such-dir/day=1/*.csv'")
+            .await
+            .unwrap();
+        let provider = ctx.table_provider("t").await.unwrap();
+        let glob = provider.downcast_ref::<GlobTable>().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let want = format!(
+            "{}no-such-dir/day=1/*.csv",
+            ListingTableUrl::parse(cwd.to_str().unwrap()).unwrap().as_str()
+        );
+        assert_eq!(glob.locations(), [want]);
     }
 }
