@@ -52,6 +52,7 @@ pub mod conform;
 pub mod ctas;
 pub mod delta;
 pub mod job_settings;
+pub mod limit_fetch;
 pub mod logging;
 pub mod memory_limit;
 pub mod messages;

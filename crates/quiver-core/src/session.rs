@@ -44,6 +44,7 @@ use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use crate::api::JobSource;
 use crate::client_planner::ClientQueryPlanner;
 use crate::config::{ConfigError, Settings};
+use crate::limit_fetch::UnboundedLimits;
 use crate::optimizer;
 use crate::options::{QuiverOptions, quiver_options};
 use crate::scalar_subquery::SingleRowScalarSubqueries;
@@ -244,6 +245,7 @@ impl SessionFactory {
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
+            .with_analyzer_rule(Arc::new(UnboundedLimits))
             .with_analyzer_rule(Arc::new(SingleRowScalarSubqueries))
             // Ballista's list replaces DataFusion's; Quiver's rules follow it.
             .with_optimizer_rules(
@@ -398,6 +400,7 @@ impl SessionFactory {
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
+            .with_analyzer_rule(Arc::new(UnboundedLimits))
             .with_analyzer_rule(Arc::new(SingleRowScalarSubqueries));
         // Appended to DataFusion's own rules (`with_optimizer_rules` would
         // replace them).

@@ -23,6 +23,11 @@
 //! Such an aggregate yields no row, where it must yield one group over all
 //! rows; [`restore_empty_grouping_set`] gives the set back.
 //!
+//! A `COPY ... TO` a CSV file arrives with its unset date and time formats
+//! set to empty strings (the plan format writes "unset" so and reads it
+//! back as a format), and wrote every date, time and timestamp as an empty
+//! field; [`restore_csv_formats`] unsets them again.
+//!
 //! A one-row or empty leaf under a union becomes an in-memory scan
 //! ([`quiver_core::union_leaves`]), so every task of the union's stage
 //! reports the same operators, however Ballista split the branches between
@@ -54,10 +59,15 @@ use ballista_core::execution_plans::{ShuffleReaderExec, ShuffleWriterExec};
 use ballista_core::extension::BallistaConfigGrpcEndpoint;
 use ballista_core::utils::GrpcClientConfig;
 use ballista_executor::execution_engine::{DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor};
+use datafusion::arrow::csv::WriterBuilder;
+use datafusion::common::file_options::csv_writer::CsvWriterOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::physical_plan::FileSink;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
@@ -192,7 +202,7 @@ impl ExecutionEngine for QuiverExecutionEngine {
         let plan = restore_compression(plan)?;
         // Every task of a union's stage reports the same operators.
         let plan = quiver_core::union_leaves::union_leaves_as_scans(plan)?;
-        let plan = restore_empty_grouping_set(plan)?;
+        let plan = restore_csv_formats(restore_empty_grouping_set(plan)?)?;
         let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(plan)?)?)?;
         let stage = self.inner.create_query_stage_exec(
             job_id,
@@ -243,6 +253,69 @@ pub fn compact_shuffle_input(stage: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
         vec![compacted],
         ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
     )
+}
+
+/// Unsets a CSV sink's date and time formats that arrived as empty strings
+/// (see the [module docs](self)); the writer then uses Arrow's defaults, as
+/// in one process.
+pub fn restore_csv_formats(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(exec) = node.downcast_ref::<DataSinkExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(csv) = exec.sink().downcast_ref::<CsvSink>() else {
+            return Ok(Transformed::no(node));
+        };
+        let options = &csv.writer_options().writer_options;
+        let formats = [
+            options.date_format(),
+            options.datetime_format(),
+            options.time_format(),
+            options.timestamp_format(),
+            options.timestamp_tz_format(),
+        ];
+        if !formats.contains(&Some("")) {
+            return Ok(Transformed::no(node));
+        }
+        let set = |f: Option<&str>| f.filter(|f| !f.is_empty()).map(str::to_owned);
+        let mut builder = WriterBuilder::new()
+            .with_header(options.header())
+            .with_delimiter(options.delimiter())
+            .with_quote(options.quote())
+            .with_escape(options.escape())
+            .with_double_quote(options.double_quote())
+            .with_null(options.null().to_owned())
+            .with_ignore_leading_whitespace(options.ignore_leading_whitespace())
+            .with_ignore_trailing_whitespace(options.ignore_trailing_whitespace())
+            .with_quote_style(options.quote_style())
+            .with_line_terminator(options.line_terminator().clone());
+        if let Some(f) = set(options.date_format()) {
+            builder = builder.with_date_format(f);
+        }
+        if let Some(f) = set(options.datetime_format()) {
+            builder = builder.with_datetime_format(f);
+        }
+        if let Some(f) = set(options.time_format()) {
+            builder = builder.with_time_format(f);
+        }
+        if let Some(f) = set(options.timestamp_format()) {
+            builder = builder.with_timestamp_format(f);
+        }
+        if let Some(f) = set(options.timestamp_tz_format()) {
+            builder = builder.with_timestamp_tz_format(f);
+        }
+        let writer_options = CsvWriterOptions {
+            writer_options: builder,
+            ..csv.writer_options().clone()
+        };
+        let sink = CsvSink::new(csv.config().clone(), writer_options);
+        Ok(Transformed::yes(Arc::new(DataSinkExec::new(
+            Arc::clone(exec.input()),
+            Arc::new(sink),
+            exec.sort_order().clone(),
+        )) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
 }
 
 /// Gives back the one empty grouping set of `GROUP BY GROUPING SETS (())`
@@ -364,6 +437,49 @@ mod tests {
             assert_eq!(repaired, answer(plan).await?, "{sql}");
             assert!(repaired.contains(expected), "{sql}: {repaired}");
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn csv_writes_keep_dates_and_times_after_the_trip_to_an_executor() -> Result<()> {
+        use datafusion::physical_plan::collect;
+        use datafusion::prelude::SessionContext;
+        use datafusion_proto::bytes::{physical_plan_from_bytes, physical_plan_to_bytes};
+
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        let written = |name: &str, plan: Arc<dyn ExecutionPlan>| {
+            let task = ctx.task_ctx();
+            let path = dir.path().join(name);
+            async move {
+                collect(plan, task).await?;
+                Ok::<_, DataFusionError>(std::fs::read_to_string(path)?)
+            }
+        };
+        let copy = |name: &str| {
+            format!(
+                "COPY (SELECT TIMESTAMP '2020-12-10T01:02:03' AS t, DATE '2020-12-10' AS d, TIME '04:05:06' AS tm) \
+                 TO '{}' STORED AS CSV",
+                dir.path().join(name).display()
+            )
+        };
+        let expected = "t,d,tm\n2020-12-10T01:02:03,2020-12-10,04:05:06\n";
+        let one_process = ctx.sql(&copy("local.csv")).await?.create_physical_plan().await?;
+        assert_eq!(written("local.csv", one_process).await?, expected);
+
+        let shipped = |name: &str| {
+            let ctx = &ctx;
+            let sql = copy(name);
+            async move {
+                let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
+                physical_plan_from_bytes(&physical_plan_to_bytes(plan)?, &ctx.task_ctx())
+            }
+        };
+        // What the plan format does to it, and what the repair gives back.
+        let lost = written("shipped.csv", shipped("shipped.csv").await?).await?;
+        assert_eq!(lost, "t,d,tm\n,,\n", "upstream fixed?");
+        let repaired = restore_csv_formats(shipped("repaired.csv").await?)?;
+        assert_eq!(written("repaired.csv", repaired).await?, expected);
         Ok(())
     }
 
