@@ -114,12 +114,17 @@ fn an_executor_under_a_memory_limit_spills_sorts_aggregates_and_sort_merge_joins
     // chooses when a build partition is larger than the setting the hint
     // names: its sorts spill and it answers one pair per row. Its two sorts
     // run at once, each keeping a reservation for merging its spills (10 MB
-    // by default): under a 32 MiB pool they keep less.
+    // by default): under a 32 MiB pool they keep less. A merge reads one
+    // batch of each spill file at a time; with 8192-row batches, two merges
+    // and their sorts' shares could fill the pool when the tasks' timing
+    // made them overlap (seen once under the whole suite's load), so the
+    // batches are smaller.
     let id = cluster.submit_rest(
         &script(
             &csv,
             "SET ballista.optimizer.hash_join_max_build_partition_bytes = '1048576';\n\
              SET datafusion.execution.sort_spill_reservation_bytes = '1048576';\n\
+             SET datafusion.execution.batch_size = '1024';\n\
              SELECT count(*) AS pairs FROM t a JOIN t b ON a.s = b.s;",
         ),
         "sort-merge join",
