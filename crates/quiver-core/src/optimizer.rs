@@ -1,4 +1,5 @@
-//! Logical optimizer rules Quiver adds to DataFusion's.
+//! Logical optimizer rules Quiver adds to DataFusion's (and, in [`analyzer_rules`],
+//! the analyzer rules it adds, each documented in its own module).
 //!
 //! [`PushSemiJoinBelowJoins`] moves an `IN (subquery)` semi join down to the
 //! join input its keys come from. DataFusion leaves it on top of the joins
@@ -38,7 +39,7 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, Join, JoinConstraint, JoinType, LogicalPlan, Operator, Projection, SubqueryAlias, TableScan,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
-use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::optimizer::{AnalyzerRule, OptimizerConfig, OptimizerRule};
 
 use crate::options::QuiverOptions;
 
@@ -50,6 +51,15 @@ pub fn rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Arc::new(JoinFilteredDimensionsFirst),
         Arc::new(SemiJoinReduction),
         Arc::new(crate::memory_limit::LimitInMemoryData),
+    ]
+}
+
+/// The analyzer rules Quiver adds, in the order they run after the engine's
+/// own. Every session, on the scheduler or in one process, gets these.
+pub fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
+    vec![
+        Arc::new(crate::limit_fetch::UnboundedLimits),
+        Arc::new(crate::scalar_subquery::SingleRowScalarSubqueries),
     ]
 }
 

@@ -44,10 +44,8 @@ use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use crate::api::JobSource;
 use crate::client_planner::ClientQueryPlanner;
 use crate::config::{ConfigError, Settings};
-use crate::limit_fetch::UnboundedLimits;
 use crate::optimizer;
 use crate::options::{QuiverOptions, quiver_options};
-use crate::scalar_subquery::SingleRowScalarSubqueries;
 use crate::secret;
 use crate::spark_functions::with_spark_functions;
 use crate::storage::{LocalPaths, QuiverObjectStoreRegistry, S3Options, StorageContext};
@@ -83,6 +81,14 @@ pub const ENGINE_DEFAULTS: &[(&str, &str)] = &[
     ("datafusion.sql_parser.enable_subquery_sort_elimination", "false"),
     ("datafusion.sql_parser.default_null_ordering", "nulls_min"),
 ];
+
+/// `builder` with Quiver's analyzer rules after the engine's
+/// ([`optimizer::analyzer_rules`]; `with_analyzer_rules` would replace them).
+fn with_analyzer_rules(builder: SessionStateBuilder) -> SessionStateBuilder {
+    optimizer::analyzer_rules()
+        .into_iter()
+        .fold(builder, SessionStateBuilder::with_analyzer_rule)
+}
 
 /// The scheduler's session builder type (Ballista's `SessionBuilder`).
 pub type SessionBuilder = Arc<dyn Fn(SessionConfig) -> Result<SessionState> + Send + Sync>;
@@ -241,12 +247,11 @@ impl SessionFactory {
         // No Spark functions here, whatever the session's settings: the
         // plan's calls of them are marked and decoded from the library, and
         // a call without the mark is DataFusion's function of that name.
-        Ok(SessionStateBuilder::new()
+        let builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
-            .with_runtime_env(runtime)
-            .with_analyzer_rule(Arc::new(UnboundedLimits))
-            .with_analyzer_rule(Arc::new(SingleRowScalarSubqueries))
+            .with_runtime_env(runtime);
+        Ok(with_analyzer_rules(builder)
             // Ballista's list replaces DataFusion's; Quiver's rules follow it.
             .with_optimizer_rules(
                 ballista_core::optimizer::ballista_default_optimizer_rules()
@@ -396,12 +401,12 @@ impl SessionFactory {
         apply_settings(&mut config, settings)?;
         let runtime = self.runtime_env(&config, None).map_err(SessionError::Engine)?;
         let spark = quiver_options(&config).spark_functions;
-        let builder = SessionStateBuilder::new()
-            .with_default_features()
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .with_analyzer_rule(Arc::new(UnboundedLimits))
-            .with_analyzer_rule(Arc::new(SingleRowScalarSubqueries));
+        let builder = with_analyzer_rules(
+            SessionStateBuilder::new()
+                .with_default_features()
+                .with_config(config)
+                .with_runtime_env(runtime),
+        );
         // Appended to DataFusion's own rules (`with_optimizer_rules` would
         // replace them).
         let state = optimizer::rules()

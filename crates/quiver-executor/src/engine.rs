@@ -255,6 +255,24 @@ pub fn compact_shuffle_input(stage: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
     )
 }
 
+/// A CSV writer's date and time formats: how to read one, how to set it.
+type CsvFormat = (
+    fn(&WriterBuilder) -> Option<&str>,
+    fn(WriterBuilder, String) -> WriterBuilder,
+);
+
+/// Every date and time format of a CSV writer.
+const CSV_FORMATS: [CsvFormat; 5] = [
+    (WriterBuilder::date_format, WriterBuilder::with_date_format),
+    (WriterBuilder::datetime_format, WriterBuilder::with_datetime_format),
+    (WriterBuilder::time_format, WriterBuilder::with_time_format),
+    (WriterBuilder::timestamp_format, WriterBuilder::with_timestamp_format),
+    (
+        WriterBuilder::timestamp_tz_format,
+        WriterBuilder::with_timestamp_tz_format,
+    ),
+];
+
 /// Unsets a CSV sink's date and time formats that arrived as empty strings
 /// (see the [module docs](self)); the writer then uses Arrow's defaults, as
 /// in one process.
@@ -267,18 +285,10 @@ pub fn restore_csv_formats(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execu
             return Ok(Transformed::no(node));
         };
         let options = &csv.writer_options().writer_options;
-        let formats = [
-            options.date_format(),
-            options.datetime_format(),
-            options.time_format(),
-            options.timestamp_format(),
-            options.timestamp_tz_format(),
-        ];
-        if !formats.contains(&Some("")) {
+        if !CSV_FORMATS.iter().any(|(format, _)| format(options) == Some("")) {
             return Ok(Transformed::no(node));
         }
-        let set = |f: Option<&str>| f.filter(|f| !f.is_empty()).map(str::to_owned);
-        let mut builder = WriterBuilder::new()
+        let unformatted = WriterBuilder::new()
             .with_header(options.header())
             .with_delimiter(options.delimiter())
             .with_quote(options.quote())
@@ -289,21 +299,12 @@ pub fn restore_csv_formats(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execu
             .with_ignore_trailing_whitespace(options.ignore_trailing_whitespace())
             .with_quote_style(options.quote_style())
             .with_line_terminator(options.line_terminator().clone());
-        if let Some(f) = set(options.date_format()) {
-            builder = builder.with_date_format(f);
-        }
-        if let Some(f) = set(options.datetime_format()) {
-            builder = builder.with_datetime_format(f);
-        }
-        if let Some(f) = set(options.time_format()) {
-            builder = builder.with_time_format(f);
-        }
-        if let Some(f) = set(options.timestamp_format()) {
-            builder = builder.with_timestamp_format(f);
-        }
-        if let Some(f) = set(options.timestamp_tz_format()) {
-            builder = builder.with_timestamp_tz_format(f);
-        }
+        let builder = CSV_FORMATS.iter().fold(unformatted, |builder, (format, with)| {
+            match format(options).filter(|f| !f.is_empty()) {
+                Some(f) => with(builder, f.to_owned()),
+                None => builder,
+            }
+        });
         let writer_options = CsvWriterOptions {
             writer_options: builder,
             ..csv.writer_options().clone()
