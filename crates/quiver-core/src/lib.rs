@@ -23,6 +23,7 @@
 //! * [`remote_error`]: an executor's errors given back their engine form on the client;
 //! * [`secret`] and [`logging`]: keeping credentials out of everything shown or logged;
 //! * [`cluster_secret`] and [`proof`]: what executors and clients prove they hold, on calls that carry no header of their own.
+//! * [`tls`] and [`task_port`]: TLS for servers and clients, and the port an executor guards for the scheduler's task calls.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -71,5 +72,6 @@ pub mod session;
 pub mod spark_functions;
 pub mod storage;
 pub mod tables;
+pub mod task_port;
 pub mod tls;
 pub mod union_leaves;

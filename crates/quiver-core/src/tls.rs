@@ -1,17 +1,21 @@
-//! What a client of a scheduler that serves TLS trusts.
+//! TLS for Quiver's processes: what a server presents ([`ServerTls`]) and
+//! what a client trusts ([`ClientTls`]).
 //!
 //! A scheduler started with `--tls-cert` and `--tls-key` serves its one port
 //! (gRPC, Flight, REST, UI) over TLS only; clients then name it
-//! `https://host:port`. They trust the certificates the system trusts, or
-//! only the CA in the PEM file `QUIVER_CA_FILE` names (a private CA, or the
-//! scheduler's self-signed certificate).
+//! `https://host:port`. Executors given the same options serve their task
+//! and Flight ports over TLS only, and the scheduler, told so with
+//! `--executor-tls`, dials them (tasks, result fetches) with TLS, as they
+//! dial each other (shuffle reads). Clients trust the certificates the
+//! system trusts, or only the CA in the PEM file `QUIVER_CA_FILE` names (a
+//! private CA, or a self-signed certificate).
 //!
-//! Ballista dials the scheduler with the endpoints Quiver may shape, not
-//! with its own TLS settings: [`ClientTls::endpoint_override`] adds them to
-//! the endpoints of `https` addresses. An executor's scheduler connections
-//! (registration, heartbeats, task status: the only ones its process-level
-//! override shapes) are written `http://` by Ballista whatever the scheduler
-//! serves, so for them the override also turns `http` into `https`.
+//! Ballista dials with the endpoints Quiver may shape, not with its own TLS
+//! settings: [`ClientTls::endpoint_override`] adds them to the endpoints of
+//! `https` addresses. Ballista writes the addresses of a scheduler (as an
+//! executor dials it) and of executors (as the scheduler and other
+//! executors dial them) as `http://` whatever they serve, so for those the
+//! override also turns `http` into `https`.
 //!
 //! ```
 //! use quiver_core::tls::ClientTls;
@@ -29,7 +33,10 @@ use std::sync::Arc;
 
 use ballista_core::extension::EndpointOverrideFn;
 use ballista_core::utils::{GrpcClientConfig, create_grpc_client_endpoint};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 use crate::config::ConfigError;
 
@@ -98,8 +105,8 @@ impl ClientTls {
     }
 
     /// An endpoint override that speaks TLS with these roots to `https`
-    /// endpoints, and to `http` ones too when `upgrade_http` (an executor's
-    /// scheduler connections, which Ballista writes as `http://`).
+    /// endpoints, and to `http` ones too when `upgrade_http` (the addresses
+    /// Ballista writes as `http://` whatever the other side serves).
     pub fn endpoint_override(&self, upgrade_http: bool) -> EndpointOverrideFn {
         let config = self.tonic_config();
         Arc::new(move |endpoint: Endpoint| {
@@ -119,6 +126,118 @@ impl ClientTls {
                 Ok(endpoint)
             }
         })
+    }
+}
+
+/// Why a server's certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file is unreadable or holds no certificate.
+    #[error(
+        "cannot use {path} as a TLS certificate: {message} (give a PEM file: the certificate, then any intermediates)"
+    )]
+    Cert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key file is unreadable or holds no private key.
+    #[error("cannot use {path} as a TLS key: {message} (give the certificate's private key in PEM)")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key does not belong to the certificate, or is of a kind rustls
+    /// does not take.
+    #[error("the TLS key {key} does not fit the certificate {cert}: {message}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls says.
+        message: String,
+    },
+}
+
+/// A server's certificate chain and key, checked and ready to serve: by the
+/// scheduler's listener ([`Self::rustls_config`]) and by tonic servers
+/// ([`Self::tonic_config`]: an executor's ports).
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    /// The chain and key as read, for tonic (which takes PEM).
+    cert_pem: Arc<Vec<u8>>,
+    key_pem: Arc<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls(****)")
+    }
+}
+
+impl ServerTls {
+    /// The certificate chain in the PEM file `cert` and its key in `key`.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let read = |path: &Path| std::fs::read(path).map_err(|e| e.to_string());
+        let cert_pem = read(cert).map_err(|message| TlsError::Cert {
+            path: cert.to_owned(),
+            message,
+        })?;
+        let key_pem = read(key).map_err(|message| TlsError::Key {
+            path: key.to_owned(),
+            message,
+        })?;
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Cert {
+                path: cert.to_owned(),
+                message: e.to_string(),
+            })?;
+        if chain.is_empty() {
+            return Err(TlsError::Cert {
+                path: cert.to_owned(),
+                message: "no certificate in it".into(),
+            });
+        }
+        let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Key {
+            path: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, private))
+            .map_err(|e| TlsError::Mismatch {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            config: Arc::new(config),
+            cert_pem: Arc::new(cert_pem),
+            key_pem: Arc::new(key_pem),
+        })
+    }
+
+    /// rustls' settings, for a listener that does its own handshakes.
+    pub fn rustls_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
+    /// tonic's settings, for `Server::tls_config`.
+    pub fn tonic_config(&self) -> ServerTlsConfig {
+        // tonic's servers take rustls' process-wide provider, which rustls
+        // cannot choose by itself when the build links two (ring, and
+        // aws-lc-rs through other crates): Quiver's is ring. A provider
+        // already installed stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        ServerTlsConfig::new().identity(Identity::from_pem(self.cert_pem.as_slice(), self.key_pem.as_slice()))
     }
 }
 

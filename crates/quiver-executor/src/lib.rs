@@ -23,8 +23,9 @@ pub mod dynamic_filter;
 pub mod engine;
 pub mod guard;
 pub mod task_errors;
+pub mod task_port;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,10 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_executor::health::ExecutorHealth;
 use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
+use quiver_core::task_port::TaskPort;
 use quiver_core::tls::ClientTls;
+
+pub use crate::guard::ExecutorTls;
 
 /// Default port of the executor's Arrow Flight service (shuffle and results).
 pub const DEFAULT_FLIGHT_PORT: u16 = 50051;
@@ -46,8 +50,12 @@ pub const DEFAULT_GRPC_PORT: u16 = 50052;
 /// Default port of the executor's health endpoints.
 pub const DEFAULT_HEALTH_PORT: u16 = 50053;
 
-/// Largest Flight message the executor sends or accepts (Ballista's default).
-const FLIGHT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest Flight or task message the executor sends or accepts (Ballista's default).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where Ballista's own servers listen when Quiver guards the executor's
+/// ports: reachable from this machine only.
+const LOOPBACK: &str = "127.0.0.1";
 
 /// How an executor runs.
 #[derive(Debug, Clone)]
@@ -89,6 +97,9 @@ pub struct ExecutorOptions {
     pub cluster_secret: Option<ClusterSecret>,
     /// What to trust when the scheduler serves TLS; `None`: plain.
     pub scheduler_tls: Option<ClientTls>,
+    /// TLS on the executor's task and Flight ports (and to other
+    /// executors'); `None`: plain.
+    pub tls: Option<ExecutorTls>,
 }
 
 impl ExecutorOptions {
@@ -121,6 +132,7 @@ impl Default for ExecutorOptions {
             shuffle_ttl: Some(Duration::from_secs(24 * 3600)),
             cluster_secret: None,
             scheduler_tls: None,
+            tls: None,
         }
     }
 }
@@ -144,6 +156,14 @@ pub enum ExecutorError {
         /// Why.
         source: std::io::Error,
     },
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {message} (is another process using the port?)")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        message: String,
+    },
     /// The executor itself failed (scheduler unreachable, port in use, ...).
     #[error("executor failed: {0}")]
     Runtime(String),
@@ -161,10 +181,25 @@ pub async fn run(options: ExecutorOptions, factory: SessionFactory) -> Result<()
     if let Some(port) = options.health_port {
         serve_health(&options.bind_host, port, health.clone()).await?;
     }
-    let config = process_config(&options, &factory, health);
+    let ports = Ports::choose(&options)?;
+    if let Ports::Guarded {
+        task, ballista_task, ..
+    } = &ports
+    {
+        task_port::serve(
+            *task,
+            *ballista_task,
+            options.cluster_secret.clone(),
+            options.tls.as_ref().map(|tls| &tls.server),
+            MAX_MESSAGE_BYTES,
+        )?;
+    }
+    let config = process_config(&options, &factory, health, &ports);
     tracing::info!(
         scheduler = %format!("{}:{}", options.scheduler_host, options.scheduler_port),
         flight_port = options.flight_port,
+        task_port = options.grpc_port,
+        tls = options.tls.is_some(),
         slots = config.vcores,
         "starting executor"
     );
@@ -173,22 +208,92 @@ pub async fn run(options: ExecutorOptions, factory: SessionFactory) -> Result<()
         .map_err(|e| ExecutorError::Runtime(quiver_core::secret::redact(&e.to_string()).into_owned()))
 }
 
-/// Ballista's executor configuration for these options.
+/// Who serves the executor's ports.
+#[derive(Debug, Clone)]
+pub enum Ports {
+    /// Ballista serves them itself, with no check and no TLS: a cluster
+    /// with neither a secret nor certificates.
+    Ballista,
+    /// Quiver serves the task and Flight ports (checking the cluster
+    /// secret's proof, speaking TLS when given a certificate); Ballista's
+    /// task server listens on a loopback port behind the task port.
+    Guarded {
+        /// The task port's address.
+        task: SocketAddr,
+        /// The Flight port's address.
+        flight: SocketAddr,
+        /// Ballista's task server's loopback port.
+        ballista_task: u16,
+    },
+}
+
+impl Ports {
+    /// Guarded when the executor has a cluster secret or a certificate.
+    pub fn choose(options: &ExecutorOptions) -> Result<Self, ExecutorError> {
+        if options.cluster_secret.is_none() && options.tls.is_none() {
+            return Ok(Ports::Ballista);
+        }
+        let address = |port: u16| {
+            let addr = format!("{}:{port}", options.bind_host);
+            let resolved = addr.to_socket_addrs().map(|mut all| all.next());
+            match resolved {
+                Ok(Some(resolved)) => Ok(resolved),
+                Ok(None) => Err(ExecutorError::Bind {
+                    addr,
+                    message: "the bind address names no address".into(),
+                }),
+                Err(e) => Err(ExecutorError::Bind {
+                    addr,
+                    message: e.to_string(),
+                }),
+            }
+        };
+        let loopback = std::net::TcpListener::bind((LOOPBACK, 0))
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| ExecutorError::Bind {
+                addr: format!("{LOOPBACK}:0"),
+                message: e.to_string(),
+            })?;
+        Ok(Ports::Guarded {
+            task: address(options.grpc_port)?,
+            flight: address(options.flight_port)?,
+            ballista_task: loopback.port(),
+        })
+    }
+}
+
+/// Ballista's executor configuration for these options and ports.
 pub fn process_config(
     options: &ExecutorOptions,
     factory: &SessionFactory,
     health: ExecutorHealth,
+    ports: &Ports,
 ) -> ExecutorProcessConfig {
     let slots = if options.slots == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     } else {
         options.slots
     };
+    let (bind_host, grpc_port, flight_service) = match ports {
+        Ports::Ballista => (options.bind_host.clone(), options.grpc_port, None),
+        Ports::Guarded {
+            flight, ballista_task, ..
+        } => (
+            LOOPBACK.to_owned(),
+            *ballista_task,
+            Some(guard::flight_server(
+                options.cluster_secret.clone(),
+                options.tls.as_ref().map(|tls| tls.server.clone()),
+                *flight,
+                MAX_MESSAGE_BYTES,
+            )),
+        ),
+    };
     let mut config = ExecutorProcessConfig {
-        bind_host: options.bind_host.clone(),
+        bind_host,
         external_host: options.external_host.clone(),
         port: options.flight_port,
-        grpc_port: options.grpc_port,
+        grpc_port,
         scheduler_host: options.scheduler_host.clone(),
         scheduler_port: options.scheduler_port,
         scheduler_connect_timeout_seconds: options.connect_timeout.as_secs().min(u16::MAX as u64) as u16,
@@ -199,10 +304,11 @@ pub fn process_config(
         memory_pool_size: options.memory_limit,
         job_data_ttl_seconds: options.shuffle_ttl.map_or(0, |t| t.as_secs()),
         job_data_clean_up_interval_seconds: if options.shuffle_ttl.is_some() { 600 } else { 0 },
-        override_config_producer: Some(match &options.cluster_secret {
-            Some(secret) => guard::proving_config_producer(factory.config_producer(), secret),
-            None => factory.config_producer(),
-        }),
+        override_config_producer: Some(guard::peer_config_producer(
+            factory.config_producer(),
+            options.cluster_secret.as_ref(),
+            options.tls.as_ref(),
+        )),
         override_runtime_producer: Some(factory.runtime_producer(options.work_dir.clone())),
         override_logical_codec: Some(factory.logical_codec()),
         override_physical_codec: Some(factory.physical_codec()),
@@ -211,11 +317,8 @@ pub fn process_config(
             Duration::from_secs(30),
             options.cluster_secret.clone(),
         ))),
-        override_create_grpc_client_endpoint: scheduler_endpoint_override(options),
-        override_arrow_flight_service: options
-            .cluster_secret
-            .clone()
-            .map(|secret| guard::flight_server(secret, FLIGHT_MAX_MESSAGE_BYTES)),
+        override_create_grpc_client_endpoint: scheduler_endpoint_override(options, ports),
+        override_arrow_flight_service: flight_service,
         health,
         ..ExecutorProcessConfig::default()
     };
@@ -226,11 +329,23 @@ pub fn process_config(
 }
 
 /// How the executor's scheduler connections are shaped: TLS when the
-/// scheduler serves it, then the cluster secret's proof on every call.
-fn scheduler_endpoint_override(options: &ExecutorOptions) -> Option<ballista_core::extension::EndpointOverrideFn> {
+/// scheduler serves it, then a user agent with the cluster secret's proof
+/// and the task port the scheduler is to dial ([`quiver_core::task_port`]).
+fn scheduler_endpoint_override(
+    options: &ExecutorOptions,
+    ports: &Ports,
+) -> Option<ballista_core::extension::EndpointOverrideFn> {
     let tls = options.scheduler_tls.as_ref().map(|tls| tls.endpoint_override(true));
-    let proof = options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override);
-    quiver_core::tls::chain(tls, proof)
+    let mut agent: Vec<String> = options.cluster_secret.iter().map(ClusterSecret::user_agent).collect();
+    if let Ports::Guarded { .. } = ports {
+        let port = TaskPort {
+            port: options.grpc_port,
+            tls: options.tls.is_some(),
+        };
+        agent.push(port.word());
+    }
+    let agent = (!agent.is_empty()).then(|| quiver_core::proof::user_agent_override(agent.join(" ")));
+    quiver_core::tls::chain(tls, agent)
 }
 
 async fn serve_health(bind_host: &str, port: u16, health: ExecutorHealth) -> Result<(), ExecutorError> {

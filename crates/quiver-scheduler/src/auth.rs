@@ -199,10 +199,15 @@ fn is_open(path: &str) -> bool {
 
 /// A gRPC refusal: HTTP 200 with `grpc-status` 16, UNAUTHENTICATED.
 fn grpc_unauthenticated(message: &str) -> Response {
+    grpc_refusal(tonic::Code::Unauthenticated, message)
+}
+
+/// A gRPC refusal with `code`, answered before the call reaches its service.
+pub(crate) fn grpc_refusal(code: tonic::Code, message: &str) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/grpc")
-        .header("grpc-status", "16")
+        .header("grpc-status", (code as i32).to_string())
         .header("grpc-message", url_escape(message))
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::UNAUTHORIZED.into_response())

@@ -35,6 +35,7 @@ pub mod job_ids;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;
+pub mod task_ports;
 pub mod tls;
 pub mod ui;
 
@@ -49,7 +50,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use ballista_core::extension::{BallistaConfigGrpcEndpoint, SessionConfigExt};
+use ballista_core::extension::{BallistaConfigGrpcEndpoint, EndpointOverrideFn, SessionConfigExt};
 use ballista_core::flight_proxy_service::BallistaFlightProxyService;
 use ballista_core::serde::BallistaCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
@@ -62,6 +63,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::session::SessionFactory;
+use quiver_core::tls::ClientTls;
 use tokio::task::JoinHandle;
 
 use crate::api::AppState;
@@ -107,6 +109,9 @@ pub struct SchedulerOptions {
     pub round_robin: bool,
     /// Serve the port over TLS only, with this certificate; `None`: plain.
     pub tls: Option<ServerTls>,
+    /// Executors serve their ports over TLS: dial them (tasks, result
+    /// fetches) with it, trusting this; `None`: plain.
+    pub executor_tls: Option<ClientTls>,
 }
 
 impl SchedulerOptions {
@@ -132,6 +137,7 @@ impl Default for SchedulerOptions {
             cluster_secret: None,
             round_robin: true,
             tls: None,
+            executor_tls: None,
         }
     }
 }
@@ -204,8 +210,8 @@ impl SchedulerHandle {
 /// scheduler's ([`ClusterSecret::stamp_tasks`]).
 ///
 /// A client's `ballista.client.use_tls` is about its own connection to this
-/// scheduler; it is turned off for the job, whose tasks read shuffle data
-/// from executors' Flight ports, which serve no TLS.
+/// scheduler; it is turned off for the job: whether its tasks' shuffle reads
+/// speak TLS is the executors' own setting (their `--tls-cert`).
 fn session_builder(options: &SchedulerOptions, factory: &SessionFactory) -> quiver_core::session::SessionBuilder {
     let inner = factory.session_builder();
     let secret = options.cluster_secret.clone();
@@ -247,8 +253,18 @@ fn ballista_config(options: &SchedulerOptions, factory: &SessionFactory, port: u
         override_physical_codec: Some(factory.physical_codec()),
         // Ballista's default generator keeps a thread ticking every millisecond.
         job_id_generator: Some(Arc::new(JobIds::new())),
+        override_create_grpc_client_endpoint: executor_endpoint_override(options),
         ..SchedulerConfig::default()
     }
+}
+
+/// How the scheduler's connections to executors (task ports, Flight ports)
+/// are shaped: TLS when executors serve it, then the cluster secret's proof,
+/// which guarded executor ports require.
+fn executor_endpoint_override(options: &SchedulerOptions) -> Option<EndpointOverrideFn> {
+    let tls = options.executor_tls.as_ref().map(|tls| tls.endpoint_override(true));
+    let proof = options.cluster_secret.as_ref().map(ClusterSecret::endpoint_override);
+    quiver_core::tls::chain(tls, proof)
 }
 
 /// Starts a scheduler and returns once it accepts connections.
@@ -328,13 +344,14 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
         metrics,
         auth: auth.clone(),
     };
-    let router = router(app, &config, auth);
+    let router = router(app, &config, auth, &options);
     tracing::info!(
         %addr,
         history = %options.history,
         auth = options.token.is_some(),
         cluster_secret = options.cluster_secret.is_some(),
         tls = options.tls.is_some(),
+        executor_tls = options.executor_tls.is_some(),
         "Quiver scheduler listening (gRPC, Flight proxy, REST, UI)"
     );
     let public = match &options.tls {
@@ -377,17 +394,16 @@ pub async fn start(options: SchedulerOptions, factory: SessionFactory) -> Result
     })
 }
 
-fn router(app: AppState, config: &SchedulerConfig, auth: Auth) -> Router {
+fn router(app: AppState, config: &SchedulerConfig, auth: Auth, options: &SchedulerOptions) -> Router {
     let max_decoding = config.grpc_server_max_decoding_message_size as usize;
     let max_encoding = config.grpc_server_max_encoding_message_size as usize;
     let grpc = SchedulerGrpcServer::new(app.scheduler.clone())
         .max_decoding_message_size(max_decoding)
         .max_encoding_message_size(max_encoding);
-    // With a cluster secret, executors serve Flight only to holders of it.
-    let prove = auth
-        .cluster_secret()
-        .map(|secret| Arc::new(BallistaConfigGrpcEndpoint::new(secret.endpoint_override())));
-    let proxy = BallistaFlightProxyService::new(max_decoding, max_encoding, false, prove);
+    // With a cluster secret, executors serve Flight only to holders of it;
+    // with certificates, only over TLS.
+    let prove = executor_endpoint_override(options).map(|shape| Arc::new(BallistaConfigGrpcEndpoint::new(shape)));
+    let proxy = BallistaFlightProxyService::new(max_decoding, max_encoding, options.executor_tls.is_some(), prove);
     let flight = flight::QuiverFlight::new(Arc::clone(&app.jobs), proxy, auth.clone());
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(grpc);
@@ -407,6 +423,10 @@ fn router(app: AppState, config: &SchedulerConfig, auth: Auth) -> Router {
         .merge(health)
         .with_state(app)
         .merge(tonic)
+        .layer(axum::middleware::from_fn_with_state(
+            options.executor_tls.is_some(),
+            task_ports::declared_task_port,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require_token))
 }
 

@@ -11,8 +11,6 @@
 //! connections to axum as any listener would.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -20,97 +18,15 @@ use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::serve::IncomingStream;
-use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+pub use quiver_core::tls::ServerTls;
+
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why the scheduler's certificate or key cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The certificate file is unreadable or holds no certificate.
-    #[error(
-        "cannot use {path} as the scheduler's TLS certificate: {message} (give a PEM file: the certificate, then any intermediates)"
-    )]
-    Cert {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// The key file is unreadable or holds no private key.
-    #[error("cannot use {path} as the scheduler's TLS key: {message} (give the certificate's private key in PEM)")]
-    Key {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// The key does not belong to the certificate, or is of a kind rustls
-    /// does not take.
-    #[error("the TLS key {key} does not fit the certificate {cert}: {message}")]
-    Mismatch {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
-        /// What rustls says.
-        message: String,
-    },
-}
-
-/// The scheduler's certificate chain and key, ready to serve.
-#[derive(Clone)]
-pub struct ServerTls {
-    config: Arc<ServerConfig>,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServerTls(****)")
-    }
-}
-
-impl ServerTls {
-    /// The certificate chain in the PEM file `cert` and its key in `key`.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| TlsError::Cert {
-                path: cert.to_owned(),
-                message: e.to_string(),
-            })?;
-        if chain.is_empty() {
-            return Err(TlsError::Cert {
-                path: cert.to_owned(),
-                message: "no certificate in it".into(),
-            });
-        }
-        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-            path: key.to_owned(),
-            message: e.to_string(),
-        })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, private))
-            .map_err(|e| TlsError::Mismatch {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-                message: e.to_string(),
-            })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self {
-            config: Arc::new(config),
-        })
-    }
-}
 
 /// A listener whose connections have finished their TLS handshake.
 pub struct TlsListener {
@@ -122,7 +38,7 @@ impl TlsListener {
     /// Accepts on `tcp` and shakes hands with `tls`, in the background.
     pub fn new(tcp: TcpListener, tls: &ServerTls) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(Arc::clone(&tls.config));
+        let acceptor = TlsAcceptor::from(tls.rustls_config());
         let (sender, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             while !sender.is_closed() {

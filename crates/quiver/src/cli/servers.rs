@@ -11,11 +11,11 @@ use quiver_core::config::Settings;
 use quiver_core::session::SessionFactory;
 use quiver_core::storage::LocalPaths;
 use quiver_core::tls::ClientTls;
-use quiver_executor::ExecutorOptions;
+use quiver_core::tls::ServerTls;
+use quiver_executor::{ExecutorOptions, ExecutorTls};
 use quiver_scheduler::SchedulerOptions;
 use quiver_scheduler::history::HistoryLocation;
 use quiver_scheduler::jobs::JobServiceOptions;
-use quiver_scheduler::tls::ServerTls;
 
 use super::UsageError;
 
@@ -112,6 +112,30 @@ pub struct SchedulerArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "QUIVER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Executors serve TLS (they were started with --tls-cert): dial their
+    /// task and Flight ports with it, trusting --ca-file.
+    #[arg(long, env = "QUIVER_EXECUTOR_TLS")]
+    executor_tls: bool,
+    /// The CA (PEM) to trust in executors' certificates with --executor-tls;
+    /// default: the system's roots.
+    #[arg(long, env = quiver_core::tls::CA_FILE_ENV, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+/// What a process trusts: the CA in `ca_file`, else the system's roots.
+fn trusted(ca_file: Option<&Path>) -> anyhow::Result<ClientTls> {
+    match ca_file {
+        Some(ca) => ClientTls::with_ca_file(ca).map_err(|e| UsageError(e.to_string()).into()),
+        None => Ok(ClientTls::system_roots()),
+    }
+}
+
+/// The certificate and key of `--tls-cert` and `--tls-key`, when given.
+fn server_tls(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Option<ServerTls>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls::load(cert, key).map_err(|e| UsageError(e.to_string()))?)),
+        _ => Ok(None),
+    }
 }
 
 pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -139,9 +163,10 @@ pub async fn scheduler(args: SchedulerArgs, config: Option<&Path>) -> anyhow::Re
         token,
         cluster_secret: args.cluster_secret.load()?,
         round_robin: true,
-        tls: match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(ServerTls::load(cert, key).map_err(|e| UsageError(e.to_string()))?),
-            _ => None,
+        tls: server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
+        executor_tls: match args.executor_tls {
+            true => Some(trusted(args.ca_file.as_deref())?),
+            false => None,
         },
     };
     let handle = quiver_scheduler::start(options, factory).await?;
@@ -205,10 +230,18 @@ pub struct ExecutorArgs {
     local_paths: LocalPathArgs,
     #[command(flatten)]
     cluster_secret: ClusterSecretArgs,
-    /// The CA (PEM) to trust when --scheduler is https://...; default: the
-    /// system's roots.
+    /// The CA (PEM) to trust when --scheduler is https://... and in other
+    /// executors' certificates with --tls-cert; default: the system's roots.
     #[arg(long, env = quiver_core::tls::CA_FILE_ENV, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Serve the task and Flight ports over TLS only, with this certificate
+    /// (PEM), and read shuffle data from other executors over TLS; every
+    /// executor of the cluster needs one, and the scheduler --executor-tls.
+    #[arg(long, env = "QUIVER_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "QUIVER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The token in `path`: an unreadable or empty file is a start-up error, not
@@ -257,11 +290,15 @@ pub async fn executor(args: ExecutorArgs, config: Option<&Path>) -> anyhow::Resu
         connect_timeout: Duration::from_secs(args.connect_timeout),
         cluster_secret: args.cluster_secret.load()?,
         scheduler_tls: match parsed.scheme() {
-            "https" => Some(match &args.ca_file {
-                Some(ca) => ClientTls::with_ca_file(ca).map_err(|e| UsageError(e.to_string()))?,
-                None => ClientTls::system_roots(),
-            }),
+            "https" => Some(trusted(args.ca_file.as_deref())?),
             _ => None,
+        },
+        tls: match server_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())? {
+            Some(server) => Some(ExecutorTls {
+                server,
+                peers: trusted(args.ca_file.as_deref())?,
+            }),
+            None => None,
         },
         ..ExecutorOptions::default()
     };

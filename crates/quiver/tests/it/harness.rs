@@ -418,7 +418,8 @@ pub struct ClusterOptions {
     pub executor_timeout_secs: u64,
     pub scheduler_args: Vec<String>,
     pub executor_args: Vec<String>,
-    /// Serve the scheduler port over TLS with a CA made for this cluster.
+    /// Serve the scheduler's and the executors' ports over TLS, with a CA
+    /// made for this cluster.
     pub tls: bool,
 }
 
@@ -461,6 +462,13 @@ impl Cluster {
             options.scheduler_args.push(ca.cert.display().to_string());
             options.scheduler_args.push("--tls-key".into());
             options.scheduler_args.push(ca.key.display().to_string());
+            options.scheduler_args.push("--executor-tls".into());
+            options.scheduler_args.push("--ca-file".into());
+            options.scheduler_args.push(ca.ca.display().to_string());
+            options.executor_args.push("--tls-cert".into());
+            options.executor_args.push(ca.cert.display().to_string());
+            options.executor_args.push("--tls-key".into());
+            options.executor_args.push(ca.key.display().to_string());
             cluster.ca_file = Some(ca.ca);
         }
         let scheme = if options.tls { "https" } else { "http" };

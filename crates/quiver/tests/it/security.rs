@@ -560,8 +560,10 @@ fn a_jobs_results_cannot_be_fetched_with_another_jobs_proof() {
 /// With `--tls-cert` and `--tls-key` the scheduler's port speaks TLS only:
 /// a plain-HTTP client gets no answer, an HTTPS client that does not trust
 /// the CA is refused, and executors, `quiver sql`, `quiver submit` and REST
-/// work over it with the CA (`QUIVER_CA_FILE`). The CA and the certificate
-/// are made for this test.
+/// work over it with the CA (`QUIVER_CA_FILE`). Executors given the same
+/// options (and the scheduler `--executor-tls`) serve their task and Flight
+/// ports over TLS only, and read each other's shuffle data over TLS. The CA
+/// and the certificate are made for this test.
 #[test]
 fn with_tls_the_port_refuses_plain_http_and_clients_with_the_ca_work() {
     use crate::harness::{Cluster, ClusterOptions};
@@ -594,9 +596,61 @@ fn with_tls_the_port_refuses_plain_http_and_clients_with_the_ca_work() {
     assert!(health.status().is_success());
     assert_eq!(cluster.get("/api/v1/executors").status().as_u16(), 200);
 
+    // Executors serve TLS only too: a plain client of an executor's Flight
+    // port gets no answer; one that trusts the CA gets through the
+    // handshake, and then needs the cluster secret's proof like any other.
+    let executor = cluster.executors_alive().into_iter().next().expect("an alive executor");
+    let flight = format!("{}:{}", executor.host, executor.port);
+    let ca = std::fs::read(cluster.ca_file.as_ref().unwrap()).unwrap();
+    let (plain, trusted) = crate::harness::block_on(async {
+        use arrow_flight::Criteria;
+        use arrow_flight::flight_service_client::FlightServiceClient;
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+        let plain = match Channel::from_shared(format!("http://{flight}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Err(e) => Err(e.to_string()),
+            Ok(channel) => FlightServiceClient::new(channel)
+                .list_flights(Criteria::default())
+                .await
+                .map(|_| ())
+                .map_err(|status| status.to_string()),
+        };
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        let channel = Channel::from_shared(format!("https://{flight}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .expect("a TLS connection to the executor's Flight port, trusting the CA");
+        let trusted = FlightServiceClient::new(channel)
+            .list_flights(Criteria::default())
+            .await;
+        (plain, trusted.map(|_| ()))
+    });
+    let plain = plain.expect_err("an executor's Flight port answered a plain client");
+    assert!(
+        !plain.contains("cluster secret"),
+        "a plain call reached the service: {plain}"
+    );
+    let status = trusted.expect_err("the Flight port answered a client without the cluster secret");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    for (id, executor) in &cluster.executors {
+        let log = strip_ansi(&executor.log_text());
+        assert!(
+            log.contains("task port listening") && log.contains("tls=true"),
+            "{id} serves no TLS:\n{log}"
+        );
+    }
+
     // A query planned by the CLI: Ballista's gRPC to the scheduler and the
-    // result fetch through its Flight proxy over TLS; its stages' shuffle
-    // reads between the two executors stay plain.
+    // result fetch through its Flight proxy over TLS, the scheduler's tasks
+    // to the executors' task ports and its result fetches from their Flight
+    // ports over TLS, and its stages' shuffle reads between the two
+    // executors over TLS.
     let run = cluster.sql(
         "SELECT value % 7 AS k, count(*) AS n FROM generate_series(1, 70000) GROUP BY 1 ORDER BY 1",
         &["--format", "csv"],
@@ -656,18 +710,49 @@ fn with_tls_the_port_refuses_plain_http_and_clients_with_the_ca_work() {
     assert!(!logs.contains("tls-test-token-6d1f0b2e"), "the token reached a log");
 }
 
-/// Anyone who reaches an executor's gRPC port can launch a task there
-/// (Ballista serves the port with no check). Here a process without the
-/// cluster secret launches a well-formed task that writes a shuffle file;
-/// the executor refuses it before its plan runs, and says why, while the
-/// scheduler's own tasks keep running.
+/// An executor that serves TLS cannot join a scheduler that dials
+/// executors without it (each task it was sent would fail): it stops at
+/// start-up and says which option is missing.
 #[test]
-fn a_task_not_launched_by_the_scheduler_is_refused() {
+fn an_executor_and_its_scheduler_must_agree_on_tls() {
+    let s = shared();
+    let id = format!("tls-only-{}", crate::harness::free_port());
+    let certs = s.cluster.dir.join(format!("{id}-certs"));
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca = crate::harness::TestCa::make(&certs);
+    let mut cmd = s.cluster.executor_command(&id, 1);
+    cmd.args(["--connect-timeout", "5", "--tls-cert"])
+        .arg(&ca.cert)
+        .arg("--tls-key")
+        .arg(&ca.key);
+    let mut executor = crate::harness::Proc::spawn(&id, &mut cmd, &s.cluster.dir);
+    crate::harness::wait_for("the executor to stop", std::time::Duration::from_secs(60), || {
+        !executor.running()
+    });
+    let log = executor.log_text();
+    assert!(log.contains("--executor-tls"), "{log}");
+    assert!(!log.contains("panicked at"), "{log}");
+    assert!(!s.cluster.executors_alive().iter().any(|e| e.id == id));
+}
+
+/// Anyone who reaches an executor's gRPC port could launch tasks there,
+/// stop the executor, cancel its tasks or drop a job's shuffle data:
+/// Ballista serves those calls with no check. The executor serves that
+/// port itself (its task port) and answers only its scheduler: a process
+/// without the cluster secret gets UNAUTHENTICATED for each call, and the
+/// executor keeps running the scheduler's tasks. Behind the task port,
+/// Ballista's own server (on a loopback port) runs no task that lacks the
+/// scheduler's task proof either: a task sent there is refused before its
+/// plan runs.
+#[test]
+fn an_executors_task_port_answers_only_its_scheduler() {
     use std::sync::Arc;
 
     use ballista_core::execution_plans::ShuffleWriterExec;
     use ballista_core::serde::protobuf::executor_grpc_client::ExecutorGrpcClient;
-    use ballista_core::serde::protobuf::{LaunchMultiTaskParams, MultiTaskDefinition, TaskId};
+    use ballista_core::serde::protobuf::{
+        CancelTasksParams, LaunchMultiTaskParams, MultiTaskDefinition, RemoveJobDataParams, StopExecutorParams, TaskId,
+    };
     use datafusion::arrow::datatypes::Schema;
     use datafusion::physical_plan::ExecutionPlan;
     use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
@@ -729,10 +814,59 @@ fn a_task_not_launched_by_the_scheduler_is_refused() {
         }],
         scheduler_endpoint: format!("127.0.0.1:{}", cluster.port),
     };
-    let answer = crate::harness::block_on(async {
+    let answers = crate::harness::block_on(async {
         let mut client = ExecutorGrpcClient::connect(format!("http://127.0.0.1:{grpc_port}"))
             .await
-            .expect("the executor's gRPC port answers");
+            .expect("the executor's task port answers");
+        vec![
+            ("launch", client.launch_multi_task(launch.clone()).await.err()),
+            (
+                "stop",
+                client
+                    .stop_executor(StopExecutorParams {
+                        executor_id: id.clone(),
+                        reason: "a rogue asks".into(),
+                        force: true,
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "cancel",
+                client
+                    .cancel_tasks(CancelTasksParams { task_infos: vec![] })
+                    .await
+                    .err(),
+            ),
+            (
+                "remove job data",
+                client
+                    .remove_job_data(RemoveJobDataParams {
+                        job_id: job_id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .err(),
+            ),
+        ]
+    });
+    for (call, refused) in answers {
+        let status = refused.unwrap_or_else(|| panic!("the task port answered a rogue {call} call"));
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{call}: {status}");
+    }
+
+    // Ballista's own server behind the task port, reached from this machine.
+    let log = strip_ansi(&target.log_text());
+    let ballista_port: u16 = log
+        .split("ballista_port=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("the executor did not log its loopback task server:\n{log}"));
+    let answer = crate::harness::block_on(async {
+        let mut client = ExecutorGrpcClient::connect(format!("http://127.0.0.1:{ballista_port}"))
+            .await
+            .expect("Ballista's task server answers on loopback");
         client.launch_multi_task(launch).await
     });
     // Ballista takes the task and runs it in the background; what counts is
@@ -745,12 +879,34 @@ fn a_task_not_launched_by_the_scheduler_is_refused() {
         || target.log_text().contains("refused a task") || output.exists(),
     );
     assert!(!output.exists(), "the rogue task ran: {} exists", output.display());
-    // The scheduler's own tasks still run on it.
+
+    // The executor is still there, and the scheduler's own tasks run on it
+    // (through the task port, with the proof).
+    assert!(target.running(), "the executor stopped:\n{}", target.log_text());
     let run = cluster.submit(
         &format!("{}SELECT count(*) AS n FROM orders_parquet;", crate::data::ddl("lake")),
         &[],
     );
     run.ok();
+    assert!(cluster.executors_alive().iter().any(|e| e.id == id));
     assert!(!target.log_text().contains("panicked at"), "{}", target.log_text());
     target.kill();
+}
+
+/// `text` without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
