@@ -35,7 +35,7 @@ pub mod job_ids;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;
-pub mod task_ports;
+pub mod registrations;
 pub mod tls;
 pub mod ui;
 
@@ -425,7 +425,7 @@ fn router(app: AppState, config: &SchedulerConfig, auth: Auth, options: &Schedul
         .merge(tonic)
         .layer(axum::middleware::from_fn_with_state(
             options.executor_tls.is_some(),
-            task_ports::declared_task_port,
+            registrations::check_registration,
         ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require_token))
 }

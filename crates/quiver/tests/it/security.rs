@@ -252,6 +252,54 @@ fn an_empty_token_file_is_a_start_up_error() {
     assert!(stderr.contains("is empty"), "{stderr}");
 }
 
+/// A registration without the executor's specification panicked a handler
+/// inside Ballista, on a scheduler open to anyone (no cluster secret): it
+/// is refused with a message instead, and the scheduler goes on.
+#[test]
+fn an_incomplete_registration_is_refused_not_a_panic() {
+    use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+    use ballista_core::serde::protobuf::{ExecutorRegistration, RegisterExecutorParams};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let mut cmd = std::process::Command::new(crate::harness::quiver_bin());
+    cmd.args(["scheduler", "--bind", "127.0.0.1", "--port", &port.to_string()])
+        .env_remove(quiver_core::cluster_secret::ENV)
+        .env_remove("QUIVER_TOKEN")
+        .env("QUIVER_LOG", "info");
+    let mut scheduler = crate::harness::Proc::spawn("open-scheduler", &mut cmd, dir.path());
+    let url = format!("http://127.0.0.1:{port}");
+    let answer = crate::harness::block_on(async {
+        let mut client = loop {
+            match SchedulerGrpcClient::connect(url.clone()).await {
+                Ok(client) => break client,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        };
+        client
+            .register_executor(RegisterExecutorParams {
+                metadata: Some(ExecutorRegistration {
+                    id: "bare".into(),
+                    host: Some("127.0.0.1".into()),
+                    port: 1,
+                    grpc_port: 2,
+                    ballista_protocol_version: ballista_core::BALLISTA_PROTOCOL_VERSION,
+                    ..Default::default()
+                }),
+            })
+            .await
+    });
+    let status = answer.expect_err("a registration without its specification was taken");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("specification"), "{status}");
+    assert!(scheduler.running());
+    let health = reqwest::blocking::get(format!("{url}/healthz")).unwrap();
+    assert!(health.status().is_success());
+    let log = scheduler.log_text();
+    assert!(!log.contains("panicked at"), "{log}");
+    scheduler.kill();
+}
+
 /// A job that names its own S3 endpoint without credentials is not signed
 /// with the scheduler's: the endpoint it chose never sees them.
 #[test]
