@@ -389,7 +389,12 @@ impl SessionFactory {
 
     /// A single-process DataFusion session (no cluster), with the same storage.
     pub fn local_context(&self, settings: &Settings) -> std::result::Result<SessionContext, SessionError> {
-        self.context(self.base_config(), settings, Ok)
+        // Executors wrap their tasks' Parquet readers themselves.
+        self.context(self.base_config(), settings, |state| {
+            Ok(SessionStateBuilder::new_from_existing(state)
+                .with_physical_optimizer_rule(Arc::new(crate::storage::remote_parquet::RemoteParquet))
+                .build())
+        })
     }
 
     fn context(
@@ -623,6 +628,19 @@ mod tests {
             .set("quiver.delta_retention_check", "maybe")
             .unwrap_err();
         assert!(err.to_string().contains("'maybe' is not true or false"), "{err}");
+    }
+
+    /// Single-process sessions read Parquet from object stores as executors do.
+    #[test]
+    fn local_sessions_read_remote_parquet_as_executors_do() {
+        let ctx = factory().local_context(&Settings::new()).unwrap();
+        let rules: Vec<_> = ctx
+            .state()
+            .physical_optimizers()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        assert_eq!(rules.last().map(String::as_str), Some("remote_parquet"), "{rules:?}");
     }
 
     /// A job reading a Parquet file through one executor runtime leaves its

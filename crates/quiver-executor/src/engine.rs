@@ -42,6 +42,9 @@
 //! executor's files or its S3 credentials' data, or writes) is refused
 //! before the plan runs.
 //!
+//! Parquet scans of object stores read the next row group ahead while one
+//! decodes and keep page indexes with cached footers ([`remote_parquet`]).
+//!
 //! [`compact_shuffle_input`] puts a [`CompactExec`] under the stage's
 //! shuffle writer, so string views do not drag whole Parquet pages into
 //! shuffle files and slices of large arrays do not make the sort shuffle
@@ -74,6 +77,8 @@ use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceCh
 use datafusion::prelude::SessionConfig;
 use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::conform::{ConformExec, has_dictionary};
+use quiver_core::options::quiver_options;
+use quiver_core::storage::remote_parquet::{ReadAhead, remote_parquet};
 
 use crate::compact::CompactExec;
 use crate::dynamic_filter::relink_dynamic_filters;
@@ -204,6 +209,7 @@ impl ExecutionEngine for QuiverExecutionEngine {
         let plan = quiver_core::union_leaves::union_leaves_as_scans(plan)?;
         let plan = restore_csv_formats(restore_empty_grouping_set(plan)?)?;
         let plan = compact_shuffle_input(conform_shuffle_reads(relink_dynamic_filters(plan)?)?)?;
+        let plan = remote_parquet(plan, ReadAhead::of(Some(&quiver_options(config))))?;
         let stage = self.inner.create_query_stage_exec(
             job_id,
             stage_id,

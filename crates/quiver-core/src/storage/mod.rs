@@ -62,6 +62,7 @@ pub(crate) use footer_check::FooterCheck;
 mod bucket;
 pub mod footer_check;
 mod local;
+pub mod remote_parquet;
 
 pub use bucket::{BucketCreated, BucketError, create_bucket};
 pub use local::LocalPaths;
