@@ -110,12 +110,16 @@ api_bind_addr = "127.0.0.1:{self.admin}"
         return {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": KEY_SECRET, "AWS_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": self.endpoint}
 
+    def client(self):
+        """A boto3 S3 client of the bucket's key."""
+        import boto3  # installed with moto[server]
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
+
     def upload(self, data):
         """Puts every file under `data` into the bucket through the S3 API, as a user would."""
-        import boto3  # installed with moto[server]
         from boto3.s3.transfer import TransferConfig
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                          aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
+        s3 = self.client()
         t0, total = time.time(), 0
         for dirpath, _, files in os.walk(data):
             for f in sorted(files):

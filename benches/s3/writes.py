@@ -51,22 +51,19 @@ def statements(run, local_dir):
         ("delta-create", f"CREATE TABLE d{run} USING delta LOCATION 's3://tpch/out/delta-{run}/' "
                          f"AS SELECT * FROM lineitem", ("s3", f"out/delta-{run}/")),
         ("delta-append", f"CREATE EXTERNAL TABLE d{run} STORED AS DELTA LOCATION 's3://tpch/out/delta-{run}/';\n"
-                         f"INSERT INTO d{run} SELECT * FROM lineitem", ("s3-new", f"out/delta-{run}/")),
+                         f"INSERT INTO d{run} SELECT * FROM lineitem", ("s3", f"out/delta-{run}/")),
     ]
 
 
-def written(store, where, before):
-    """Bytes under `where` (minus `before`, the bytes there before the statement)."""
+def written(store, where):
+    """Bytes under `where`: ("local", a directory) or ("s3", a key prefix in the bucket)."""
     kind, path = where
     if kind == "local":
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) - before
-    import boto3
-    s3 = boto3.client("s3", endpoint_url=store.endpoint, region_name="us-east-1",
-                      aws_access_key_id=garage.KEY_ID, aws_secret_access_key=garage.KEY_SECRET)
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
     total = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=garage.BUCKET, Prefix=path):
+    for page in store.client().get_paginator("list_objects_v2").paginate(Bucket=garage.BUCKET, Prefix=path):
         total += sum(o["Size"] for o in page.get("Contents", []))
-    return total - before
+    return total
 
 
 def run_sql(binary, port, sql, env):
@@ -140,13 +137,13 @@ def main():
         results = {}
         for run in range(args.runs):
             for name, sql, where in statements(run, local_dir):
-                before = written(store, ("s3", where[1]), 0) if where and where[0] == "s3-new" else 0
+                # The append writes where the create did: count what is new.
+                before = written(store, where) if where else 0
                 seconds = run_sql(args.quiver, port, sql, client_env)
                 r = results.setdefault(name, {"seconds": [], "bytes": []})
                 r["seconds"].append(seconds)
                 if where:
-                    kind = "s3" if where[0] == "s3-new" else where[0]
-                    r["bytes"].append(written(store, (kind, where[1]), before))
+                    r["bytes"].append(written(store, where) - before)
                 log(f"{name} run {run}: {seconds:.2f} s")
         text = report(args, results, ceiling)
         print(text)

@@ -380,12 +380,12 @@ impl RemoteParquetReader {
         if self.read_ahead == ReadAhead::Off {
             return self.inner.get_byte_ranges(ranges).await;
         }
-        let metadata = self.metadata();
-        let plan = metadata.as_deref().and_then(|m| Request::of(m, &ranges));
-        let Some(request) = plan else {
+        let Some((metadata, request)) = self
+            .metadata()
+            .and_then(|m| Request::of(&m, &ranges).map(|request| (m, request)))
+        else {
             return self.inner.get_byte_ranges(ranges).await;
         };
-        let metadata = metadata.expect("a request is only planned with metadata");
 
         // Read-aheads of row groups the scan has gone past are dropped.
         self.ahead.retain(|a| a.row_group >= request.row_group);
