@@ -2,6 +2,7 @@
 """Writes to S3 against the server's own upload ceiling, on a Quiver cluster.
 
     benches/s3/writes.py --quiver BINARY --data benches/data/sf1.0 --out benches/runs/<date>-s3-writes
+    benches/s3/writes.py --quiver BINARY --compare quiver.distributed_writes=false --out ...
 
 One Garage (`garage.py`, MinIO's stand-in) holds the TPC-H Parquet; a
 scheduler and two executors (one slot each, as `tpch/run.py` starts them)
@@ -12,7 +13,9 @@ run, each `--runs` times, into a new prefix every time:
   delta-create CREATE TABLE ... USING delta LOCATION 's3://...' AS SELECT * FROM lineitem (one commit)
   delta-append INSERT INTO that table SELECT * FROM lineitem (a second commit)
 
-Every statement reads `lineitem` from the same server. For each it reports
+With `--compare KEY=VALUE`, each write also runs with that setting, right
+after the default, in the same cluster: the report gives both and their
+ratio. Every statement reads `lineitem` from the same server. For each it reports
 the median time, the bytes it wrote (listed from the server, or the local
 directory) and MB/s; beside them the server's own upload throughput,
 measured in the same run by `s3-ceiling` (single PUTs and multipart uploads
@@ -66,11 +69,12 @@ def written(store, where):
     return total
 
 
-def run_sql(binary, port, sql, env):
-    """Runs `sql` on the cluster through `quiver sql`; its wall time in seconds."""
+def run_sql(binary, port, sql, env, conf=None):
+    """Runs `sql` on the cluster through `quiver sql` (with `--conf conf`); its wall time in seconds."""
     prelude = "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/';\n"
+    extra = ["--conf", conf] if conf else []
     t0 = time.time()
-    out = subprocess.run([binary, "sql", "--scheduler", f"http://127.0.0.1:{port}", "-e", prelude + sql],
+    out = subprocess.run([binary, "sql", "--scheduler", f"http://127.0.0.1:{port}", *extra, "-e", prelude + sql],
                          capture_output=True, text=True, env=env)
     seconds = time.time() - t0
     if out.returncode != 0:
@@ -96,6 +100,19 @@ def report(args, results, ceiling):
         lines.append(f"| {name} | {s:.2f} | {'–' if mb is None else f'{mb:.0f}'} | "
                      f"{'–' if mb is None else f'{mb / s:.0f}'} |")
     lines.append("")
+    if args.compare:
+        lines.append(f"With `{args.compare}` against the default, in the same runs (time ratio, below 1 is faster "
+                     "by default):")
+        lines.append("")
+        lines.append("| statement | default s | with the setting s | ratio |")
+        lines.append("|---|---:|---:|---:|")
+        for name, r in results.items():
+            other = results.get(f"{name} ({args.compare})")
+            if other is None:
+                continue
+            a, b = statistics.median(r["seconds"]), statistics.median(other["seconds"])
+            lines.append(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.3f} |")
+        lines.append("")
     if ceiling:
         lines.append("The server's own upload throughput in this run (`s3-ceiling`, object_store):")
         lines.append("")
@@ -115,6 +132,7 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", help="results directory (report.md, results.json)")
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the server with s3-ceiling")
+    p.add_argument("--compare", metavar="KEY=VALUE", help="also run each write with this setting, side by side")
     args = p.parse_args()
     work = os.path.join("/tmp", f"quiver-writes-{os.getpid()}")
     os.makedirs(work)
@@ -136,15 +154,20 @@ def main():
         client_env = dict(os.environ, **env)
         results = {}
         for run in range(args.runs):
-            for name, sql, where in statements(run, local_dir):
-                # The append writes where the create did: count what is new.
-                before = written(store, where) if where else 0
-                seconds = run_sql(args.quiver, port, sql, client_env)
-                r = results.setdefault(name, {"seconds": [], "bytes": []})
-                r["seconds"].append(seconds)
-                if where:
-                    r["bytes"].append(written(store, where) - before)
-                log(f"{name} run {run}: {seconds:.2f} s")
+            variants = [("", None)] + ([("b", args.compare)] if args.compare else [])
+            for suffix, conf in variants:
+                for name, sql, where in statements(f"{run}{suffix}", local_dir):
+                    if conf and not where:
+                        continue  # the read alone writes nothing to compare
+                    label = f"{name} ({conf})" if conf else name
+                    # The append writes where the create did: count what is new.
+                    before = written(store, where) if where else 0
+                    seconds = run_sql(args.quiver, port, sql, client_env, conf)
+                    r = results.setdefault(label, {"seconds": [], "bytes": []})
+                    r["seconds"].append(seconds)
+                    if where:
+                        r["bytes"].append(written(store, where) - before)
+                    log(f"{label} run {run}: {seconds:.2f} s")
         text = report(args, results, ceiling)
         print(text)
         if args.out:

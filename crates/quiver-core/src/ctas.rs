@@ -120,9 +120,9 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
             if !p.keyword(Keyword::AS) {
                 return Err("expected AS after STORED".into());
             }
-            format = Some(p.format()?);
+            format = Some(p.format_name()?);
         } else if p.keyword(Keyword::USING) {
-            format = Some(p.format()?);
+            format = Some(p.format_name()?);
         } else if p.keyword(Keyword::LOCATION) {
             location = Some(p.string().ok_or("expected a quoted path after LOCATION")?);
         } else if p.keyword(Keyword::PARTITIONED) {
@@ -139,6 +139,14 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
             return Ok(None);
         }
     }
+    // Only now is it a CREATE TABLE AS: a table over files of another
+    // format (STORED AS ARROW, AVRO) without a query is DataFusion's.
+    let format = match format {
+        Some(name) => TableFormat::parse(&name).ok_or_else(|| {
+            format!("CREATE TABLE AS writes parquet, csv, json or delta; '{name}' is not one of them")
+        })?,
+        None => TableFormat::Parquet,
+    };
     let as_token = &tokens[p.pos];
     p.pos += 1;
     if p.pos >= tokens.len() || matches!(tokens[p.pos].token, Token::EOF) {
@@ -152,7 +160,7 @@ pub fn parse_ctas(sql: &str) -> Result<Option<CreateTableAs>, String> {
         name,
         if_not_exists,
         or_replace,
-        format: format.unwrap_or(TableFormat::Parquet),
+        format,
         location,
         partition_by,
         options,
@@ -262,10 +270,9 @@ impl Cursor<'_> {
         }
     }
 
-    fn format(&mut self) -> Result<TableFormat, String> {
-        let name = self.word().ok_or("expected a file format (parquet, csv or json)")?;
-        TableFormat::parse(&name)
-            .ok_or_else(|| format!("CREATE TABLE AS writes parquet, csv or json; '{name}' is not one of them"))
+    fn format_name(&mut self) -> Result<String, String> {
+        self.word()
+            .ok_or_else(|| "expected a file format after STORED AS or USING".to_owned())
     }
 
     fn expect(&mut self, token: Token, what: &str) -> Result<(), String> {
@@ -373,6 +380,8 @@ mod tests {
         for sql in [
             "SELECT 1",
             "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://b/t/'",
+            "CREATE EXTERNAL TABLE t STORED AS ARROW LOCATION 's3://b/t/'",
+            "CREATE EXTERNAL TABLE t STORED AS AVRO LOCATION 's3://b/t/'",
             "CREATE TABLE t (a INT)",
             "CREATE VIEW v AS SELECT 1",
         ] {

@@ -44,6 +44,8 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod arrow_schema;
+pub mod arrow_writes;
 pub mod batch_map;
 pub mod client_planner;
 pub mod cluster_secret;
@@ -61,6 +63,7 @@ pub mod optimizer;
 pub mod options;
 pub mod output;
 pub mod partition_constants;
+pub mod partition_writes;
 pub mod proof;
 pub mod remote_error;
 pub mod runner;

@@ -240,6 +240,8 @@ settings_struct! {
         shared_footer_cache: bool = true,
         /// while a Parquet scan of an object store (S3) decodes one row group, fetch the next one's columns
         parquet_read_ahead: bool = true,
+        /// let every task of a stage write its own files of a COPY or INSERT into a directory, instead of shuffling all rows to one task that writes them
+        distributed_writes: bool = true,
         /// set by the scheduler from the cluster secret: executors run only tasks that carry it (a client's value is replaced)
         task_proof: Option<String> = None,
         /// where CREATE TABLE ... AS without a LOCATION writes: <dir>/<table>/ (Spark's spark.sql.warehouse.dir); a scheduler keeping history in S3 defaults it to warehouse/ beside the history, embedded mode to ./quiver-warehouse

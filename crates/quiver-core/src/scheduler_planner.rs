@@ -2,6 +2,10 @@
 //! Ballista cuts into stages: DataFusion's planner, then two repairs for
 //! plans that run in one process and stalled once cut into stages.
 //!
+//! Before planning, Arrow file writes get a sink the executors can decode
+//! ([`crate::arrow_writes`]); after it, writes to a directory run in every
+//! task of the stage making their rows ([`crate::partition_writes`]).
+//!
 //! * Rows made from nothing under a union travel as in-memory scans, so
 //!   every task of the union's stage reports the same operators
 //!   ([`crate::union_leaves`]).
@@ -19,7 +23,10 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 
+use crate::arrow_writes::arrow_writes_travel;
+use crate::options::QuiverOptions;
 use crate::partition_constants::guard_partition_constants;
+use crate::partition_writes::distribute_writes;
 use crate::union_leaves::union_leaves_as_scans;
 
 /// The scheduler's query planner; see the [module docs](self).
@@ -33,10 +40,16 @@ impl QueryPlanner for SchedulerQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let logical_plan = arrow_writes_travel(logical_plan.clone())?;
         let plan = DefaultPhysicalPlanner::default()
-            .create_physical_plan(logical_plan, session)
+            .create_physical_plan(&logical_plan, session)
             .await?;
-        guard_partition_constants(union_leaves_as_scans(plan)?)
+        let plan = guard_partition_constants(union_leaves_as_scans(plan)?)?;
+        let options = session.config_options().extensions.get::<QuiverOptions>();
+        match options.is_none_or(|o| o.distributed_writes) {
+            true => distribute_writes(plan),
+            false => Ok(plan),
+        }
     }
 }
 

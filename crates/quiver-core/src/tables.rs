@@ -11,6 +11,9 @@
 //! Note: as in DataFusion, directory segments of the form `key=value` are
 //! partitions, not pattern targets; filter on the partition column instead.
 //!
+//! Arrow IPC tables without declared columns get them from their files'
+//! footers first ([`crate::arrow_schema`]).
+//!
 //! Partition columns found in the directory names (no declared schema) are
 //! plain strings, as in Spark. DataFusion makes them dictionaries
 //! (`Dictionary(UInt16, Utf8)`), which Ballista's executors send to each
@@ -32,6 +35,8 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{CreateExternalTable, Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+
+use crate::arrow_schema::declare_arrow_schema;
 
 /// Characters that start a glob pattern.
 const GLOB_CHARS: [char; 3] = ['*', '?', '['];
@@ -168,7 +173,8 @@ pub struct QuiverTableFactory {
 impl TableProviderFactory for QuiverTableFactory {
     async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
         if !cmd.locations.iter().any(|l| split_glob(l).is_some()) {
-            return plain_partition_columns(self.listing.create(state, cmd).await?);
+            let cmd = declare_arrow_schema(state, cmd).await?;
+            return plain_partition_columns(self.listing.create(state, &cmd).await?);
         }
         // Let DataFusion set the table up over the patterns' base directories
         // (format, options, schema), then narrow it to the patterns.
@@ -181,6 +187,7 @@ impl TableProviderFactory for QuiverTableFactory {
         }
         let mut base_cmd = cmd.clone();
         base_cmd.locations = bases;
+        let base_cmd = declare_arrow_schema(state, &base_cmd).await?;
         let template = plain_partition_columns(self.listing.create(state, &base_cmd).await?)?;
         let Some(listing) = template.downcast_ref::<ListingTable>() else {
             return Ok(template);

@@ -78,6 +78,7 @@ use datafusion::prelude::SessionConfig;
 use quiver_core::cluster_secret::ClusterSecret;
 use quiver_core::conform::{ConformExec, has_dictionary};
 use quiver_core::options::quiver_options;
+use quiver_core::partition_writes::PartitionWriteExec;
 use quiver_core::storage::remote_parquet::{ReadAhead, remote_parquet};
 
 use crate::compact::CompactExec;
@@ -284,45 +285,58 @@ const CSV_FORMATS: [CsvFormat; 5] = [
 /// in one process.
 pub fn restore_csv_formats(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
+        if let Some(write) = node.downcast_ref::<PartitionWriteExec>() {
+            return Ok(match restored_csv_sink(write.sink()) {
+                Some(sink) => Transformed::yes(Arc::new(write.with_sink(Arc::new(sink))) as Arc<dyn ExecutionPlan>),
+                None => Transformed::no(node),
+            });
+        }
         let Some(exec) = node.downcast_ref::<DataSinkExec>() else {
             return Ok(Transformed::no(node));
         };
-        let Some(csv) = exec.sink().downcast_ref::<CsvSink>() else {
-            return Ok(Transformed::no(node));
-        };
-        let options = &csv.writer_options().writer_options;
-        if !CSV_FORMATS.iter().any(|(format, _)| format(options) == Some("")) {
-            return Ok(Transformed::no(node));
-        }
-        let unformatted = WriterBuilder::new()
-            .with_header(options.header())
-            .with_delimiter(options.delimiter())
-            .with_quote(options.quote())
-            .with_escape(options.escape())
-            .with_double_quote(options.double_quote())
-            .with_null(options.null().to_owned())
-            .with_ignore_leading_whitespace(options.ignore_leading_whitespace())
-            .with_ignore_trailing_whitespace(options.ignore_trailing_whitespace())
-            .with_quote_style(options.quote_style())
-            .with_line_terminator(options.line_terminator().clone());
-        let builder = CSV_FORMATS.iter().fold(unformatted, |builder, (format, with)| {
-            match format(options).filter(|f| !f.is_empty()) {
-                Some(f) => with(builder, f.to_owned()),
-                None => builder,
-            }
-        });
-        let writer_options = CsvWriterOptions {
-            writer_options: builder,
-            ..csv.writer_options().clone()
-        };
-        let sink = CsvSink::new(csv.config().clone(), writer_options);
-        Ok(Transformed::yes(Arc::new(DataSinkExec::new(
-            Arc::clone(exec.input()),
-            Arc::new(sink),
-            exec.sort_order().clone(),
-        )) as Arc<dyn ExecutionPlan>))
+        Ok(match restored_csv_sink(exec) {
+            Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
+            None => Transformed::no(node),
+        })
     })
     .map(|t| t.data)
+}
+
+/// `exec` with its CSV sink's empty date and time formats unset, when it
+/// has such a sink.
+fn restored_csv_sink(exec: &DataSinkExec) -> Option<DataSinkExec> {
+    let csv = exec.sink().downcast_ref::<CsvSink>()?;
+    let options = &csv.writer_options().writer_options;
+    if !CSV_FORMATS.iter().any(|(format, _)| format(options) == Some("")) {
+        return None;
+    }
+    let unformatted = WriterBuilder::new()
+        .with_header(options.header())
+        .with_delimiter(options.delimiter())
+        .with_quote(options.quote())
+        .with_escape(options.escape())
+        .with_double_quote(options.double_quote())
+        .with_null(options.null().to_owned())
+        .with_ignore_leading_whitespace(options.ignore_leading_whitespace())
+        .with_ignore_trailing_whitespace(options.ignore_trailing_whitespace())
+        .with_quote_style(options.quote_style())
+        .with_line_terminator(options.line_terminator().clone());
+    let builder = CSV_FORMATS.iter().fold(unformatted, |builder, (format, with)| {
+        match format(options).filter(|f| !f.is_empty()) {
+            Some(f) => with(builder, f.to_owned()),
+            None => builder,
+        }
+    });
+    let writer_options = CsvWriterOptions {
+        writer_options: builder,
+        ..csv.writer_options().clone()
+    };
+    let sink = CsvSink::new(csv.config().clone(), writer_options);
+    Some(DataSinkExec::new(
+        Arc::clone(exec.input()),
+        Arc::new(sink),
+        exec.sort_order().clone(),
+    ))
 }
 
 /// Gives back the one empty grouping set of `GROUP BY GROUPING SETS (())`

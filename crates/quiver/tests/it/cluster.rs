@@ -1,6 +1,6 @@
 //! Jobs on a real cluster (scheduler + two executors) over a real S3 server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use quiver_core::api::JobState;
@@ -255,6 +255,74 @@ fn a_failed_statement_stops_the_script_and_sets_the_exit_code() {
 /// The DataFrame job in `jobs/`: runs against the cluster from this process,
 /// reads the sample data from S3, writes Parquet to S3, and shows up as a
 /// named job.
+/// Files under each `qty=N/` directory of `prefix`.
+fn files_per_qty(s3: &crate::harness::S3Server, prefix: &str) -> BTreeMap<String, usize> {
+    let mut files = BTreeMap::new();
+    for key in s3.list("lake", prefix) {
+        if let Some(dir) = key.split('/').find(|part| part.starts_with("qty=")) {
+            *files.entry(dir.to_owned()).or_insert(0) += 1;
+        }
+    }
+    files
+}
+
+#[test]
+fn writes_run_in_every_task_of_the_stage_making_their_rows() {
+    let s = shared();
+    let copy = |out: &str| {
+        format!(
+            "{ddl}COPY (SELECT order_id, amount, qty FROM orders_parquet) TO 's3://lake/out/{out}/' \
+             STORED AS PARQUET PARTITIONED BY (qty);",
+            ddl = data::ddl("lake")
+        )
+    };
+    // orders_parquet is four files, and every file holds every qty: each
+    // task writes a file of each qty.
+    s.cluster.submit(&copy("spread"), &[]).ok();
+    let spread = files_per_qty(&s.s3, "out/spread/");
+    assert_eq!(spread.len(), 5, "{spread:?}");
+    assert!(spread.values().all(|&n| n >= 2), "a file per task and qty: {spread:?}");
+
+    // In one task when the session says so: one file per qty.
+    s.cluster
+        .submit(&copy("single"), &["--conf", "quiver.distributed_writes=false"])
+        .ok();
+    let single = files_per_qty(&s.s3, "out/single/");
+    assert!(single.len() == 5 && single.values().all(|&n| n == 1), "{single:?}");
+
+    // Arrow IPC files too, and an INSERT into an Arrow table; all read back,
+    // the Arrow files with the columns in their footers.
+    let arrow = format!(
+        "{ddl}COPY (SELECT order_id, amount FROM orders_parquet) TO 's3://lake/out/arrow/' STORED AS ARROW;
+         CREATE EXTERNAL TABLE arrow_orders (order_id BIGINT, amount DOUBLE) STORED AS ARROW LOCATION 's3://lake/out/arrow/';
+         INSERT INTO arrow_orders SELECT order_id, amount FROM orders_parquet WHERE amount < 5;",
+        ddl = data::ddl("lake")
+    );
+    s.cluster.submit(&arrow, &[]).ok();
+    let check = "CREATE EXTERNAL TABLE spread STORED AS PARQUET PARTITIONED BY (qty) LOCATION 's3://lake/out/spread/';
+         CREATE EXTERNAL TABLE single STORED AS PARQUET PARTITIONED BY (qty) LOCATION 's3://lake/out/single/';
+         CREATE EXTERNAL TABLE arrow_orders STORED AS ARROW LOCATION 's3://lake/out/arrow/';
+         SELECT (SELECT count(*) FROM spread) AS spread, (SELECT count(*) FROM single) AS single,
+                (SELECT count(*) FROM spread WHERE qty = '3') AS qty3, (SELECT count(*) FROM arrow_orders) AS arrow;";
+    let run = s.cluster.sql(check, &["--format", "csv"]);
+    run.ok();
+    let orders = data::orders();
+    let qty3 = orders.iter().filter(|o| o.qty == 3).count();
+    let arrow_rows = orders.len() + orders.iter().filter(|o| o.amount < 5.0).count();
+    assert_eq!(
+        csv_rows(&run.stdout),
+        vec![
+            vec!["spread".to_string(), "single".into(), "qty3".into(), "arrow".into()],
+            vec![
+                orders.len().to_string(),
+                orders.len().to_string(),
+                qty3.to_string(),
+                arrow_rows.to_string()
+            ]
+        ]
+    );
+}
+
 #[test]
 fn dataframe_job_reads_s3_writes_parquet_and_is_a_named_job() {
     let s = shared();

@@ -8,7 +8,8 @@
 //! [`MAX_MEMORY_TABLE_BYTES`]), and the tables of `generate_series` and
 //! `range`, which travel as their arguments; [`QuiverPhysicalCodec`] adds
 //! its operators (the Delta write and commit, the partition constants
-//! barrier). Both mark calls of Spark's functions
+//! barrier, the writes of [`crate::partition_writes`]) and DataFusion's
+//! operators its plan format cannot carry ([`operators`]). Both mark calls of Spark's functions
 //! ([`crate::spark_functions`]) and of the aggregate that checks a scalar
 //! subquery's rows ([`crate::scalar_subquery`]), which the other processes'
 //! registries do not hold, and wrap Ballista's codecs, passing everything
@@ -43,7 +44,9 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion_proto::logical_plan::{AsLogicalPlan, LogicalExtensionCodec};
-use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
 use datafusion_proto::protobuf::LogicalPlanNode;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -51,9 +54,12 @@ use serde::{Deserialize, Serialize};
 use crate::delta::write::{DeltaCommitExec, DeltaWriteExec, WriteMode};
 use crate::delta::{DeltaTable, TableVersion};
 use crate::partition_constants::PartitionConstantsBarrierExec;
+use crate::partition_writes::{PartitionWriteExec, as_sink_exec};
 use crate::scalar_subquery::SingleValue;
 use crate::spark_functions::SparkFunctions;
 use crate::tables::GlobTable;
+
+mod operators;
 
 /// First bytes of every payload Quiver's codecs write.
 pub const MAGIC: &[u8; 4] = b"QVR1";
@@ -66,6 +72,8 @@ const KIND_SERIES_TABLE: u8 = 6;
 const KIND_PARTITION_CONSTANTS_BARRIER: u8 = 7;
 const KIND_SPARK_FUNCTION: u8 = 8;
 const KIND_SINGLE_VALUE: u8 = 9;
+// 10, 12 and 13: DataFusion's operators, in `operators`.
+const KIND_PARTITION_WRITE: u8 = 11;
 
 /// The payload of a call of one of Spark's functions
 /// ([`crate::spark_functions`]): decoded from that library, by name.
@@ -588,6 +596,27 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
             };
             return Ok(Arc::new(PartitionConstantsBarrierExec::new(Arc::clone(input))));
         }
+        if *kind == KIND_PARTITION_WRITE {
+            let [input] = inputs else {
+                return Err(codec_err("a partitioned write", "expected one input"));
+            };
+            let node = datafusion_proto::protobuf::PhysicalPlanNode::decode(body)
+                .map_err(|e| codec_err("a partitioned write", e))?;
+            let sink = proto_converter.proto_to_execution_plan(&node, &PhysicalPlanDecodeContext::new(ctx, self))?;
+            return Ok(Arc::new(PartitionWriteExec::new(
+                Arc::clone(input),
+                as_sink_exec(sink)?,
+            )));
+        }
+        if let Some(decoded) = operators::decode(
+            *kind,
+            body,
+            inputs,
+            &PhysicalPlanDecodeContext::new(ctx, self),
+            proto_converter,
+        ) {
+            return decoded;
+        }
         let (h, rest): (WriteHeader, _) = unframe(body, "a Delta write")?;
         let url = url::Url::parse(&h.url).map_err(|e| codec_err("a Delta write", e))?;
         let schema = schema_from(rest, "a Delta write")?;
@@ -639,6 +668,16 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
                 exists: c.exists(),
             };
             return frame(KIND_DELTA_COMMIT, &header, &schema_bytes(c.table_schema())?, buf);
+        }
+        if let Some(write) = node.downcast_ref::<PartitionWriteExec>() {
+            let sink: Arc<dyn ExecutionPlan> = write.sink().clone();
+            let sink = proto_converter.execution_plan_to_proto(&sink, self)?;
+            buf.extend_from_slice(MAGIC);
+            buf.push(KIND_PARTITION_WRITE);
+            return sink.encode(buf).map_err(|e| codec_err("a partitioned write", e));
+        }
+        if let Some(encoded) = operators::encode(node.as_ref(), self, proto_converter, buf) {
+            return encoded;
         }
         if node.downcast_ref::<PartitionConstantsBarrierExec>().is_some() {
             buf.extend_from_slice(MAGIC);
@@ -763,6 +802,198 @@ mod tests {
             .try_into_logical_plan(&other.task_ctx(), &codec)?;
         let batches = other.execute_logical_plan(decoded).await?.collect().await?;
         Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+    }
+
+    /// Plans `sql` as the scheduler does, encodes the physical plan, decodes
+    /// it in another session and runs it there, as an executor does.
+    async fn run_as_executor(ctx: &SessionContext, sql: &str) -> Result<String> {
+        use datafusion::execution::context::QueryPlanner;
+        use datafusion_proto::physical_plan::AsExecutionPlan;
+        use datafusion_proto::protobuf::PhysicalPlanNode;
+
+        let logical = ctx.sql(sql).await?.into_optimized_plan()?;
+        let plan = crate::scheduler_planner::SchedulerQueryPlanner
+            .create_physical_plan(&logical, &ctx.state())
+            .await?;
+        let codec = QuiverPhysicalCodec::default();
+        let bytes = PhysicalPlanNode::try_from_physical_plan(plan, &codec)?.encode_to_vec();
+        let executor = SessionContext::new();
+        let decoded = PhysicalPlanNode::decode(bytes.as_slice())
+            .map_err(|e| codec_err("a test plan", e))?
+            .try_into_physical_plan(&executor.task_ctx(), &codec)?;
+        let batches = datafusion::physical_plan::collect(decoded, executor.task_ctx()).await?;
+        Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+    }
+
+    #[tokio::test]
+    async fn arrow_file_writes_run_where_they_are_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        let file = dir.path().join("copy.arrow");
+        let written = run_as_executor(
+            &ctx,
+            &format!(
+                "COPY (SELECT * FROM (VALUES (1, 'a'), (2, 'b')) AS t(x, y)) TO '{}' STORED AS ARROW",
+                file.display()
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(written.contains("| 2 "), "{written}");
+        let back = ctx
+            .read_arrow(file.to_str().unwrap(), Default::default())
+            .await
+            .unwrap()
+            .sort_by(vec![datafusion::prelude::col("x")])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let back = arrow::util::pretty::pretty_format_batches(&back).unwrap().to_string();
+        assert!(back.contains("| 1 | a |") && back.contains("| 2 | b |"), "{back}");
+
+        // INSERT into a partitioned Arrow table, with the order it declares.
+        let table = dir.path().join("table");
+        std::fs::create_dir(&table).unwrap();
+        ctx.sql(&format!(
+            "CREATE EXTERNAL TABLE t (x INT, p INT) STORED AS ARROW PARTITIONED BY (p) \
+             WITH ORDER (x DESC) LOCATION '{}/'",
+            table.display()
+        ))
+        .await
+        .unwrap();
+        let inserted = run_as_executor(&ctx, "INSERT INTO t VALUES (1, 10), (3, 10), (2, 20)")
+            .await
+            .unwrap();
+        assert!(inserted.contains("| 3 "), "{inserted}");
+        assert!(table.join("p=10").is_dir() && table.join("p=20").is_dir());
+        let rows = ctx
+            .sql("SELECT p, x FROM t ORDER BY p, x")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let rows = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+        let got: Vec<&str> = rows
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains(" x "))
+            .collect();
+        assert_eq!(got, ["| 10 | 1 |", "| 10 | 3 |", "| 20 | 2 |"], "{rows}");
+    }
+
+    #[tokio::test]
+    async fn partitioned_writes_run_in_each_task_where_they_are_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new()
+                .with_target_partitions(3)
+                .with_option_extension(crate::options::QuiverOptions::default()),
+        );
+        // Three partitions; `k = 'a'` in two of them.
+        let batch = |k: &str, v: i64| {
+            arrow::array::RecordBatch::try_from_iter(vec![
+                ("k", Arc::new(arrow::array::StringArray::from(vec![k; 2])) as _),
+                ("v", Arc::new(arrow::array::Int64Array::from(vec![v, v + 1])) as _),
+            ])
+            .unwrap()
+        };
+        let parts = vec![vec![batch("a", 1)], vec![batch("b", 10)], vec![batch("a", 20)]];
+        ctx.register_table("t", Arc::new(MemTable::try_new(parts[0][0].schema(), parts).unwrap()))
+            .unwrap();
+        for format in ["PARQUET", "CSV", "JSON", "ARROW"] {
+            let out = dir.path().join(format);
+            let sql = format!("COPY t TO '{}/' STORED AS {format} PARTITIONED BY (k)", out.display());
+            let written = run_as_executor(&ctx, &sql).await.unwrap();
+            assert!(
+                written.contains("| 6 "),
+                "{format}: one count of all rows written: {written}"
+            );
+            let files = |k: &str| std::fs::read_dir(out.join(format!("k={k}"))).unwrap().count();
+            assert_eq!((files("a"), files("b")), (2, 1), "{format}: a file per task and key");
+            ctx.sql(&format!(
+                "CREATE EXTERNAL TABLE back_{format} STORED AS {format} LOCATION '{}/'",
+                out.display()
+            ))
+            .await
+            .unwrap();
+            let rows = ctx
+                .sql(&format!(
+                    "SELECT k, sum(v) AS s, count(*) AS n FROM back_{format} GROUP BY k ORDER BY k"
+                ))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let rows = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+            assert!(
+                rows.contains("| a | 44 | 4 |") && rows.contains("| b | 21 | 2 |"),
+                "{format}: {rows}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn range_joins_and_window_top_k_run_where_they_are_decoded() {
+        use datafusion::execution::context::QueryPlanner;
+
+        let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(2);
+        config.options_mut().optimizer.enable_piecewise_merge_join = true;
+        config.options_mut().optimizer.enable_window_topn = true;
+        let ctx = SessionContext::new_with_config(config);
+        for ddl in [
+            "CREATE TABLE a (x INT) AS VALUES (1), (5), (9)",
+            "CREATE TABLE b (y INT) AS VALUES (4), (8)",
+            "CREATE TABLE t (k VARCHAR, v INT) AS VALUES ('p', 1), ('p', 3), ('p', 2), ('q', 7), ('q', 6)",
+        ] {
+            ctx.sql(ddl).await.unwrap().collect().await.unwrap();
+        }
+        let planned = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let logical = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+                let plan = crate::scheduler_planner::SchedulerQueryPlanner
+                    .create_physical_plan(&logical, &ctx.state())
+                    .await
+                    .unwrap();
+                datafusion::physical_plan::displayable(plan.as_ref())
+                    .indent(false)
+                    .to_string()
+            }
+        };
+
+        let join = "SELECT x, y FROM a JOIN b ON a.x < b.y ORDER BY x, y";
+        assert!(
+            planned(join).await.contains("PiecewiseMergeJoin"),
+            "{}",
+            planned(join).await
+        );
+        let rows = run_as_executor(&ctx, join).await.unwrap();
+        // DataFusion 55's piecewise merge join reports its two keys as
+        // equal, so `ORDER BY x, y` above it is planned as `ORDER BY x`:
+        // the rows are compared as a set.
+        let mut got: Vec<&str> = rows
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains(" x "))
+            .collect();
+        got.sort();
+        assert_eq!(got, ["| 1 | 4 |", "| 1 | 8 |", "| 5 | 8 |"], "{rows}");
+
+        let left = "SELECT x, y FROM a LEFT JOIN b ON a.x < b.y";
+        assert!(planned(left).await.contains("PiecewiseMergeJoin"));
+        let err = run_as_executor(&ctx, left).await.unwrap_err().to_string();
+        assert!(err.contains("enable_piecewise_merge_join = false"), "{err}");
+
+        let top = "SELECT k, v FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) \
+                   WHERE rn <= 2 ORDER BY k, v";
+        assert!(planned(top).await.contains("PartitionedTopK"), "{}", planned(top).await);
+        let rows = run_as_executor(&ctx, top).await.unwrap();
+        let got: Vec<&str> = rows
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains(" k "))
+            .collect();
+        assert_eq!(got, ["| p | 2 |", "| p | 3 |", "| q | 6 |", "| q | 7 |"], "{rows}");
     }
 
     #[tokio::test]
