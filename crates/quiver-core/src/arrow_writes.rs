@@ -46,7 +46,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::arrow::{ArrowFormat, ArrowFormatFactory};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::{FileFormat, FileFormatFactory, file_type_to_format, format_as_file_type};
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::datasource::listing::{ListingOptions, ListingTable};
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSinkConfig, FileSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::table_schema::TableSchema;
@@ -59,7 +59,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Sen
 use datafusion_datasource::display::FileGroupDisplay;
 use object_store::{ObjectMeta, ObjectStore};
 
-use crate::tables::file_schema;
+use crate::tables;
 
 /// Rewrites the Arrow file writes of `plan` so their physical plans can be
 /// sent to executors; every other node is left as it is. See the
@@ -67,7 +67,7 @@ use crate::tables::file_schema;
 pub fn arrow_writes_travel(plan: LogicalPlan) -> Result<LogicalPlan> {
     plan.transform_up(|node| match node {
         LogicalPlan::Copy(mut copy) if is_arrow_factory(&file_type_to_format(&copy.file_type)?) => {
-            copy.file_type = format_as_file_type(Arc::new(<ArrowWriteFactory as Default>::default()));
+            copy.file_type = format_as_file_type(Arc::new(ArrowWriteFactory(ArrowFormatFactory::new())));
             Ok(Transformed::yes(LogicalPlan::Copy(copy)))
         }
         LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)) => match arrow_table(&dml)? {
@@ -105,13 +105,7 @@ fn arrow_table(dml: &DmlStatement) -> Result<Option<Arc<dyn TableProvider>>> {
         format: Arc::new(ArrowWriteFormat::default()),
         ..options.clone()
     };
-    let config = ListingTableConfig::new_with_multi_paths(listing.table_paths().clone())
-        .with_listing_options(options)
-        .with_schema(file_schema(listing));
-    let table = ListingTable::try_new(config)?
-        .with_constraints(listing.constraints().cloned().unwrap_or_default())
-        .with_definition(listing.get_table_definition().map(str::to_owned));
-    Ok(Some(Arc::new(table)))
+    tables::with_options(listing, options).map(Some)
 }
 
 /// DataFusion's Arrow file format factory, making [`ArrowWriteFormat`]s.

@@ -39,6 +39,7 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, Physic
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, execute_input_stream};
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
@@ -212,6 +213,12 @@ impl ExecutionPlan for PartitionWriteExec {
         }
     }
 
+    /// The sink's own counts (rows and bytes written, where the sink keeps
+    /// them), as [`DataSinkExec`] reports them.
+    fn metrics(&self) -> Option<MetricsSet> {
+        self.sink.sink().metrics()
+    }
+
     /// Writes partition `partition` of the input, as [`DataSinkExec`]
     /// writes its one partition, and returns how many rows it wrote.
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -305,5 +312,31 @@ mod tests {
             assert!(shown.contains("DataSinkExec"), "{sql}:\n{shown}");
             assert!(!shown.contains("PartitionWriteExec"), "{sql}:\n{shown}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_in_every_partition_reports_what_its_sink_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = session(true);
+        let sql = format!("COPY t TO '{}/p/' STORED AS PARQUET", dir.path().display());
+        let logical = ctx.sql(&sql).await.unwrap().into_optimized_plan().unwrap();
+        let plan = SchedulerQueryPlanner
+            .create_physical_plan(&logical, &ctx.state())
+            .await
+            .unwrap();
+        datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
+            .await
+            .unwrap();
+        let mut found = None;
+        plan.apply(|node| {
+            if node.downcast_ref::<PartitionWriteExec>().is_some() {
+                found = node.metrics();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        let metrics = found.expect("the write reports its sink's metrics");
+        let rows = metrics.sum_by_name("rows_written").map(|m| m.as_usize());
+        assert_eq!(rows, Some(3), "{metrics}");
     }
 }

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{Result, plan_err};
 use datafusion::datasource::TableType;
-use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::listing_table_factory::ListingTableFactory;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{CreateExternalTable, Expr, LogicalPlan, TableProviderFilterPushDown};
@@ -214,13 +214,19 @@ pub fn plain_partition_columns(table: Arc<dyn TableProvider>) -> Result<Arc<dyn 
             other => (name.clone(), other.clone()),
         })
         .collect();
-    let options = listing.options().clone().with_table_partition_cols(plain);
+    with_options(listing, listing.options().clone().with_table_partition_cols(plain))
+}
+
+/// `listing` read (or written) with other `options`: the same paths, file
+/// columns, constraints and definition.
+pub fn with_options(listing: &ListingTable, options: ListingOptions) -> Result<Arc<dyn TableProvider>> {
     let config = ListingTableConfig::new_with_multi_paths(listing.table_paths().clone())
         .with_listing_options(options)
         .with_schema(file_schema(listing));
-    Ok(Arc::new(
-        ListingTable::try_new(config)?.with_definition(listing.get_table_definition().map(str::to_owned)),
-    ))
+    let table = ListingTable::try_new(config)?
+        .with_constraints(listing.constraints().cloned().unwrap_or_default())
+        .with_definition(listing.get_table_definition().map(str::to_owned));
+    Ok(Arc::new(table))
 }
 
 /// Installs Quiver's table factories: files (every format the session knows) and Delta.
