@@ -30,9 +30,9 @@
 //!   for it, so `count(*) FILTER (WHERE p) OVER ()` counted every row. For
 //!   aggregates that skip NULLs, `agg(x) FILTER (WHERE p)` is `agg(CASE
 //!   WHEN p THEN x END)`; any other filtered window aggregate is refused
-//!   ([`carry_window_filters`]). The same plan format drops `IGNORE NULLS`
-//!   from window functions (`first_value`, `lag`, ...), which then answered
-//!   as if it were not there; such queries are refused too.
+//!   ([`carry_window_filters`]). (`IGNORE NULLS`, which the same format
+//!   drops from window functions, is carried by the scheduler:
+//!   [`crate::window_flags`].)
 //! * A query's `ORDER BY` holds for the rows the client receives. Ballista's
 //!   adaptive planner can turn a sort-merge join, whose order the rest of the
 //!   plan was built on, into a hash join, and the cluster then returned
@@ -57,7 +57,6 @@ use datafusion::datasource::file_format::json::{JsonFormat, JsonFormatFactory};
 use datafusion::datasource::file_format::parquet::{ParquetFormat, ParquetFormatFactory};
 use datafusion::datasource::file_format::{FileFormatFactory, file_type_to_format, format_as_file_type};
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::expr::NullTreatment;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr, Window, WindowFunctionDefinition, WriteOp, when,
@@ -280,8 +279,7 @@ fn skips_nulls(aggregate: &str) -> Option<Option<usize>> {
 /// `plan` with every window aggregate's `FILTER (WHERE p)` moved into its
 /// arguments as `CASE WHEN p THEN arg END`, under the window's original
 /// column name; an error for filtered window functions that count NULLs
-/// (`array_agg`, `first_value`, ...), which no such rewrite keeps right, and
-/// for window functions with `IGNORE NULLS`, which the plan format drops.
+/// (`array_agg`, `first_value`, ...), which no such rewrite keeps right.
 ///
 /// ```
 /// # use datafusion::prelude::SessionContext;
@@ -296,9 +294,6 @@ fn skips_nulls(aggregate: &str) -> Option<Option<usize>> {
 /// let refused = "SELECT array_agg(x) FILTER (WHERE x > 1) OVER () FROM (VALUES (1)) t(x)";
 /// let plan = ctx.sql(refused).await.unwrap().into_optimized_plan().unwrap();
 /// assert!(carry_window_filters(plan).unwrap_err().to_string().contains("array_agg"));
-/// let ignore = "SELECT first_value(x) IGNORE NULLS OVER () FROM (VALUES (1)) t(x)";
-/// let plan = ctx.sql(ignore).await.unwrap().into_optimized_plan().unwrap();
-/// assert!(carry_window_filters(plan).unwrap_err().to_string().contains("IGNORE NULLS"));
 /// # }
 /// ```
 pub fn carry_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
@@ -317,16 +312,6 @@ pub fn carry_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
                 exprs.push(expr.clone());
                 continue;
             };
-            if let WindowFunctionDefinition::WindowUDF(udwf) = &function.fun
-                && function.params.null_treatment == Some(NullTreatment::IgnoreNulls)
-            {
-                return plan_err!(
-                    "{}(...) IGNORE NULLS OVER (...) cannot run on a cluster: the plan format drops IGNORE NULLS \
-                     from window functions, and the answer would count the NULLs. Filter out the NULLs in a \
-                     subquery where that gives the same answer, or run the query without --scheduler",
-                    udwf.name()
-                );
-            }
             let Some(filter) = &function.params.filter else {
                 exprs.push(expr.clone());
                 continue;

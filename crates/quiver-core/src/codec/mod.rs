@@ -8,7 +8,8 @@
 //! [`MAX_MEMORY_TABLE_BYTES`]), and the tables of `generate_series` and
 //! `range`, which travel as their arguments; [`QuiverPhysicalCodec`] adds
 //! its operators (the Delta write and commit, the partition constants
-//! barrier, the writes of [`crate::partition_writes`]) and DataFusion's
+//! barrier, the writes of [`crate::partition_writes`], the one-task plans of
+//! [`crate::local_plan`]) and DataFusion's
 //! operators its plan format cannot carry ([`operators`]). Both mark calls of Spark's functions
 //! ([`crate::spark_functions`]) and of the aggregate that checks a scalar
 //! subquery's rows ([`crate::scalar_subquery`]), which the other processes'
@@ -53,11 +54,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::delta::write::{DeltaCommitExec, DeltaWriteExec, WriteMode};
 use crate::delta::{DeltaTable, TableVersion};
+use crate::local_plan::LocalPlanExec;
 use crate::partition_constants::PartitionConstantsBarrierExec;
 use crate::partition_writes::{PartitionWriteExec, as_sink_exec};
 use crate::scalar_subquery::SingleValue;
 use crate::spark_functions::SparkFunctions;
 use crate::tables::GlobTable;
+use crate::window_flags::FlaggedWindow;
 
 mod operators;
 
@@ -72,8 +75,17 @@ const KIND_SERIES_TABLE: u8 = 6;
 const KIND_PARTITION_CONSTANTS_BARRIER: u8 = 7;
 const KIND_SPARK_FUNCTION: u8 = 8;
 const KIND_SINGLE_VALUE: u8 = 9;
-// 10, 12 and 13: DataFusion's operators, in `operators`.
+// 10, 12, 13, 15 and 16: DataFusion's operators, in `operators`.
 const KIND_PARTITION_WRITE: u8 = 11;
+const KIND_LOCAL_PLAN: u8 = 14;
+const KIND_FLAGGED_WINDOW: u8 = 17;
+
+/// The start of the payload of a window function with its flags
+/// ([`FlaggedWindow`]); a byte of flags ([`IGNORE_NULLS`], [`REVERSED`]) and
+/// the wrapped function's own payload follow.
+const FLAGGED_WINDOW_FUNCTION: [u8; 5] = [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], KIND_FLAGGED_WINDOW];
+const IGNORE_NULLS: u8 = 1;
+const REVERSED: u8 = 2;
 
 /// The payload of a call of one of Spark's functions
 /// ([`crate::spark_functions`]): decoded from that library, by name.
@@ -608,6 +620,13 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
                 as_sink_exec(sink)?,
             )));
         }
+        if *kind == KIND_LOCAL_PLAN {
+            // The wrapper only hides the plan from the scheduler's stage
+            // splitter: executors run the plan itself.
+            let node = datafusion_proto::protobuf::PhysicalPlanNode::decode(body)
+                .map_err(|e| codec_err("a plan run in one task", e))?;
+            return proto_converter.proto_to_execution_plan(&node, &PhysicalPlanDecodeContext::new(ctx, self));
+        }
         if let Some(decoded) = operators::decode(
             *kind,
             body,
@@ -676,6 +695,12 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
             buf.push(KIND_PARTITION_WRITE);
             return sink.encode(buf).map_err(|e| codec_err("a partitioned write", e));
         }
+        if let Some(local) = node.downcast_ref::<LocalPlanExec>() {
+            let plan = proto_converter.execution_plan_to_proto(local.plan(), self)?;
+            buf.extend_from_slice(MAGIC);
+            buf.push(KIND_LOCAL_PLAN);
+            return plan.encode(buf).map_err(|e| codec_err("a plan run in one task", e));
+        }
         if let Some(encoded) = operators::encode(node.as_ref(), self, proto_converter, buf) {
             return encoded;
         }
@@ -727,7 +752,22 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
         encode_udaf(node, buf, |buf| self.inner.try_encode_udaf(node, buf))
     }
 
+    /// A window function [`Self::try_encode_udwf`] wrote: with its flags,
+    /// Spark's, or Ballista's.
     fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        if let Some(rest) = buf.strip_prefix(FLAGGED_WINDOW_FUNCTION.as_slice()) {
+            let what = "a window function's flags";
+            let (&flags, inner) = rest.split_first().ok_or_else(|| codec_err(what, "no flags"))?;
+            let inner = match inner.is_empty() {
+                // DataFusion's own functions travel by name.
+                true => crate::window_flags::builtin(name).ok_or_else(|| {
+                    codec_err(what, format!("{name} is not one of DataFusion's window functions"))
+                })?,
+                false => self.try_decode_udwf(name, inner)?,
+            };
+            let wrapped = FlaggedWindow::new(inner, flags & IGNORE_NULLS != 0, flags & REVERSED != 0);
+            return Ok(Arc::new(WindowUDF::new_from_impl(wrapped)));
+        }
         decode_function(
             buf,
             || SparkFunctions::get().window(name),
@@ -736,6 +776,12 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
     }
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(flagged) = node.inner().downcast_ref::<FlaggedWindow>() {
+            buf.extend_from_slice(&FLAGGED_WINDOW_FUNCTION);
+            let flags = u8::from(flagged.ignore_nulls()) * IGNORE_NULLS | u8::from(flagged.reversed()) * REVERSED;
+            buf.push(flags);
+            return self.try_encode_udwf(flagged.inner(), buf);
+        }
         encode_function(SparkFunctions::get().is_window(node), buf, |buf| {
             self.inner.try_encode_udwf(node, buf)
         })
@@ -931,6 +977,67 @@ mod tests {
                 rows.contains("| a | 44 | 4 |") && rows.contains("| b | 21 | 2 |"),
                 "{format}: {rows}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn window_functions_keep_their_flags_where_they_are_decoded() {
+        let ctx = SessionContext::new();
+        let rows = "FROM (VALUES (1, 7), (2, NULL), (3, NULL), (4, 9), (5, NULL), (6, 4)) t(n, v) ORDER BY n";
+        for (select, row_2) in [
+            (
+                "SELECT n, last_value(v) IGNORE NULLS OVER (ORDER BY n) AS filled,
+                        first_value(v) IGNORE NULLS OVER (ORDER BY n DESC) AS last_seen,
+                        lead(v, 1) IGNORE NULLS OVER (ORDER BY n) AS after,
+                        nth_value(v, 2) IGNORE NULLS OVER (ORDER BY n) AS second",
+                "| 2 | 7      | 4         | 9     |        |",
+            ),
+            // One sort serves both orders: DataFusion evaluates the first
+            // two backwards (`lead` as a reversed `lag`), which the plan
+            // format does not say; decoded, `lead` answered `lag`.
+            (
+                "SELECT n, lead(v, 1) OVER (ORDER BY n) AS after, nth_value(v, 4) OVER (ORDER BY n) AS fourth,
+                        first_value(v) OVER (ORDER BY n DESC) AS last_row",
+                "| 2 |       |        | 4        |",
+            ),
+        ] {
+            let sql = format!("{select} {rows}");
+            let expected = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            let expected = arrow::util::pretty::pretty_format_batches(&expected).unwrap().to_string();
+            assert_eq!(run_as_executor(&ctx, &sql).await.unwrap(), expected, "{sql}");
+            assert!(expected.contains(row_2), "{expected}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recursive_queries_run_where_they_are_decoded() {
+        // Ballista's sessions prefer sort-merge joins.
+        let mut config = datafusion::prelude::SessionConfig::new().with_target_partitions(3);
+        config.options_mut().optimizer.prefer_hash_join = false;
+        let ctx = SessionContext::new_with_config(config);
+        ctx.sql("CREATE TABLE edges (src INT, dst INT, w VARCHAR) AS VALUES (1, 2, 'a'), (2, 3, 'b'), (3, 4, 'c'), (2, 5, 'd'), (5, 1, 'e')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        for sql in [
+            // A join with another table inside the recursive term: exchanges
+            // Ballista would cut into stages.
+            "WITH RECURSIVE reach(node, depth, path) AS (
+                SELECT 1, 0, '1' UNION ALL
+                SELECT e.dst, r.depth + 1, r.path || '>' || e.w FROM reach r JOIN edges e ON e.src = r.node WHERE r.depth < 4
+             ) SELECT node, depth, path FROM reach ORDER BY depth, node, path",
+            // The recursive term reads one of the work table's columns.
+            "WITH RECURSIVE n(x, label) AS (SELECT 1, 'one' UNION ALL SELECT x + 1, 'more' FROM n WHERE x < 5)
+             SELECT x, label FROM n ORDER BY x",
+            // UNION: rows already made stop the recursion.
+            "WITH RECURSIVE r(node) AS (SELECT 1 UNION SELECT e.dst FROM r JOIN edges e ON e.src = r.node)
+             SELECT node FROM r ORDER BY node",
+        ] {
+            let expected = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            let expected = arrow::util::pretty::pretty_format_batches(&expected).unwrap().to_string();
+            assert_eq!(run_as_executor(&ctx, sql).await.unwrap(), expected, "{sql}");
         }
     }
 

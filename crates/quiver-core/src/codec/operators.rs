@@ -14,18 +14,26 @@
 //!   top rows of each window partition in its input partition, and its input
 //!   is partitioned by the window partition's keys, so the tasks split it as
 //!   one process's threads do.
+//! * A [`RecursiveQueryExec`] and its [`WorkTableExec`] (`WITH RECURSIVE`):
+//!   the query's name, schema and `DISTINCT`, the work table's name and
+//!   columns. They always travel inside one task ([`crate::local_plan`]);
+//!   decoding the query hands its work table to the work table scan again.
 //!
 //! [`FileSinkConfig`]: datafusion::datasource::physical_plan::FileSinkConfig
 
 use std::sync::Arc;
 
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinType, Result, plan_err};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::{LexOrdering, LexRequirement, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::PiecewiseMergeJoinExec;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::sorts::partitioned_topk::{PartitionedTopKExec, WindowFnKind};
+use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion_proto::physical_plan::from_proto::parse_physical_sort_exprs;
 use datafusion_proto::physical_plan::to_proto::serialize_physical_sort_exprs;
 use datafusion_proto::physical_plan::{
@@ -40,6 +48,8 @@ use crate::arrow_writes::ArrowSink;
 const KIND_ARROW_SINK: u8 = 10;
 const KIND_PIECEWISE_MERGE_JOIN: u8 = 12;
 const KIND_PARTITIONED_TOPK: u8 = 13;
+const KIND_RECURSIVE_QUERY: u8 = 15;
+const KIND_WORK_TABLE: u8 = 16;
 
 /// An [`ArrowSink`]'s write: the sink's config and the order its input must have.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -78,6 +88,29 @@ struct PartitionedTopKNode {
     rank: bool,
 }
 
+/// A recursive query; its inputs are the static then the recursive term.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RecursiveQueryNode {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    schema: Option<protobuf::Schema>,
+    #[prost(bool, tag = "3")]
+    distinct: bool,
+}
+
+/// The scan of a recursive query's work table: its name and the columns it
+/// reads. Which of the query's columns those are is found again when the
+/// query is decoded ([`with_work_table_columns`]): DataFusion keeps a work
+/// table scan's projection to itself.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WorkTableNode {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    schema: Option<protobuf::Schema>,
+}
+
 /// The comparisons a piecewise merge join runs on, by their encoded index.
 const RANGE_OPERATORS: [Operator; 4] = [Operator::Lt, Operator::LtEq, Operator::Gt, Operator::GtEq];
 
@@ -108,6 +141,25 @@ pub(super) fn encode(
     }
     if let Some(join) = node.downcast_ref::<PiecewiseMergeJoinExec>() {
         return Some(encode_piecewise_merge_join(join, codec, converter, buf));
+    }
+    if let Some(query) = node.downcast_ref::<RecursiveQueryExec>() {
+        return Some((|| {
+            let node = RecursiveQueryNode {
+                name: query.name().to_owned(),
+                schema: Some(schema_node(&query.schema())?),
+                distinct: query.is_distinct(),
+            };
+            frame(KIND_RECURSIVE_QUERY, &node, buf)
+        })());
+    }
+    if let Some(scan) = node.downcast_ref::<WorkTableExec>() {
+        return Some((|| {
+            let node = WorkTableNode {
+                name: scan.name().to_owned(),
+                schema: Some(schema_node(&scan.schema())?),
+            };
+            frame(KIND_WORK_TABLE, &node, buf)
+        })());
     }
     let topk = node.downcast_ref::<PartitionedTopKExec>()?;
     Some((|| {
@@ -183,6 +235,8 @@ pub(super) fn decode(
         KIND_ARROW_SINK => decode_arrow_sink(body, inputs, ctx, converter),
         KIND_PIECEWISE_MERGE_JOIN => decode_piecewise_merge_join(body, inputs, ctx, converter),
         KIND_PARTITIONED_TOPK => decode_partitioned_topk(body, inputs, ctx, converter),
+        KIND_RECURSIVE_QUERY => decode_recursive_query(body, inputs),
+        KIND_WORK_TABLE => decode_work_table(body, inputs),
         _ => return None,
     };
     Some(decoded)
@@ -269,4 +323,80 @@ fn decode_partitioned_topk(
         count(node.fetch)?,
         kind,
     )?))
+}
+
+fn schema_node(schema: &Schema) -> Result<protobuf::Schema> {
+    Ok(schema.try_into()?)
+}
+
+fn schema_of(node: Option<&protobuf::Schema>, what: &str) -> Result<SchemaRef> {
+    let node = node.ok_or_else(|| codec_err(what, "no schema"))?;
+    Ok(Arc::new(Schema::try_from(node)?))
+}
+
+fn decode_recursive_query(body: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> Result<Arc<dyn ExecutionPlan>> {
+    let what = "a recursive query";
+    let [static_term, recursive_term] = inputs else {
+        return Err(codec_err(what, "expected two inputs"));
+    };
+    let node = RecursiveQueryNode::decode(body).map_err(|e| codec_err(what, e))?;
+    let schema = schema_of(node.schema.as_ref(), what)?;
+    let recursive_term = with_work_table_columns(Arc::clone(recursive_term), &node.name, &schema)?;
+    Ok(Arc::new(RecursiveQueryExec::try_new(
+        node.name,
+        schema,
+        Arc::clone(static_term),
+        recursive_term,
+        node.distinct,
+    )?))
+}
+
+fn decode_work_table(body: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> Result<Arc<dyn ExecutionPlan>> {
+    let what = "a recursive query's work table";
+    if !inputs.is_empty() {
+        return Err(codec_err(what, "expected no inputs"));
+    }
+    let node = WorkTableNode::decode(body).map_err(|e| codec_err(what, e))?;
+    Ok(Arc::new(WorkTableExec::new(
+        node.name,
+        schema_of(node.schema.as_ref(), what)?,
+        None,
+    )?))
+}
+
+/// `recursive_term` with its scan of work table `name` reading the columns
+/// it read before encoding out of the rows the query puts in its work table
+/// (of `schema`, the query's own), found by name: a recursive query's
+/// columns have distinct names.
+fn with_work_table_columns(
+    recursive_term: Arc<dyn ExecutionPlan>,
+    name: &str,
+    schema: &SchemaRef,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    recursive_term
+        .transform_down(|node| {
+            let Some(scan) = node.downcast_ref::<WorkTableExec>().filter(|s| s.name() == name) else {
+                return Ok(Transformed::no(node));
+            };
+            let columns = scan
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    schema.index_of(f.name()).map_err(|_| {
+                        codec_err(
+                            "a recursive query's work table",
+                            format!("column {} is not a column of recursive query {name}", f.name()),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let projection = (columns != (0..schema.fields().len()).collect::<Vec<_>>()).then_some(columns);
+            Ok(Transformed::yes(Arc::new(WorkTableExec::new(
+                name.to_owned(),
+                Arc::clone(schema),
+                projection,
+            )?) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
 }
