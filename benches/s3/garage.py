@@ -29,7 +29,7 @@ KEY_SECRET = "0b5e7a1c" * 8
 
 # The benchmark harness's process helpers (ab.py imports them the same way).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tpch"))
-from run import Server, free_port, log  # noqa: E402
+from run import Server, free_port, log, port_open  # noqa: E402
 
 
 def binary():
@@ -55,7 +55,8 @@ class Garage:
         os.makedirs(self.dir)
         self.port = free_port()
         self.config = os.path.join(self.dir, "garage.toml")
-        rpc, self.admin = free_port(), free_port()
+        self.rpc, self.admin = free_port(), free_port()
+        rpc = self.rpc
         with open(self.config, "w") as f:
             f.write(f"""metadata_dir = "{self.dir}/meta"
 data_dir = "{self.dir}/data"
@@ -99,8 +100,10 @@ api_bind_addr = "127.0.0.1:{self.admin}"
         while time.time() < deadline:
             if proc.poll() is not None:
                 raise SystemExit(f"garage exited at start-up; see {self.log}")
+            # `node id` reads the node's key from disk, so it can answer
+            # before the server listens: wait for its RPC port too.
             out = subprocess.run([self.garage, "-c", self.config, "node", "id", "-q"], capture_output=True, text=True)
-            if out.returncode == 0 and "@" in out.stdout:
+            if out.returncode == 0 and "@" in out.stdout and port_open(self.rpc):
                 return out.stdout.split("@")[0].strip()
             time.sleep(0.2)
         raise SystemExit(f"garage did not come up in 60 s; see {self.log}")

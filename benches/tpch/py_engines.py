@@ -3,9 +3,11 @@
 single-node DataFusion (the datafusion package, DataFusion 55 in Rust), so
 that run.py can keep every engine up and let them take turns query by query.
 
-    py_engines.py duckdb|spark|datafusion < requests
+    py_engines.py duckdb|duckdb-s3|spark|datafusion|datafusion-s3 < requests
 
-The first line on stdin is the setup, {"data": DIR, "spark_memory": "4g"};
+The first line on stdin is the setup, {"data": DIR, "spark_memory": "4g"},
+and for an -s3 engine "s3": the AWS_* variables of the S3 server holding
+DIR's files at s3://tpch;
 the engine starts, then answers {"ready": true, "start_seconds": S}. Each
 further line is a query, {"name", "sql", "warmup", "runs", "out"}: it runs
 once for its answer, written to out/<name>.csv with a header row, then
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 import time
+from urllib.parse import urlparse
 
 from run import TABLES, peak_rss as peak_rss_of  # run.py sits beside this file
 
@@ -37,8 +40,25 @@ def run_duckdb(spec):
 
     con = duckdb.connect()
     con.execute("SET threads TO 2")
+    data = spec["data"]
+    if "s3" in spec:
+        data = "s3://tpch"
+        # DuckDB's httpfs from PyPI (duckdb-ext-httpfs): its extension server is out of reach.
+        import duckdb_ext
+
+        con.execute("SET extension_directory = ?", [os.path.join(list(duckdb_ext.__path__)[0], "extensions")])
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("LOAD httpfs")
+        s3, endpoint = spec["s3"], urlparse(spec["s3"]["AWS_ENDPOINT_URL"])
+
+        def quote(v):
+            return "'" + v.replace("'", "''") + "'"
+
+        con.execute(f"CREATE SECRET bench (TYPE s3, KEY_ID {quote(s3['AWS_ACCESS_KEY_ID'])}, "
+                    f"SECRET {quote(s3['AWS_SECRET_ACCESS_KEY'])}, REGION {quote(s3['AWS_REGION'])}, "
+                    f"ENDPOINT {quote(endpoint.netloc)}, URL_STYLE 'path', USE_SSL {endpoint.scheme == 'https'})")
     for t in TABLES:
-        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{spec['data']}/{t}/*.parquet')")
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/{t}/*.parquet')")
 
     def run(sql):
         cur = con.execute(sql)
@@ -52,8 +72,18 @@ def run_datafusion(spec):
 
     # DataFusion's defaults: as many partitions as cores, every core used.
     ctx = datafusion.SessionContext()
+    data = spec["data"]
+    if "s3" in spec:
+        from datafusion.object_store import AmazonS3
+
+        data, s3 = "s3://tpch", spec["s3"]
+        endpoint = s3["AWS_ENDPOINT_URL"]
+        store = AmazonS3(bucket_name="tpch", region=s3["AWS_REGION"], access_key_id=s3["AWS_ACCESS_KEY_ID"],
+                         secret_access_key=s3["AWS_SECRET_ACCESS_KEY"], endpoint=endpoint,
+                         allow_http=endpoint.startswith("http://"))
+        ctx.register_object_store("s3://", store, "tpch")
     for t in TABLES:
-        ctx.register_parquet(t, f"{spec['data']}/{t}/")
+        ctx.register_parquet(t, f"{data}/{t}/")
 
     def run(sql):
         table = ctx.sql(sql).to_arrow_table()
@@ -103,7 +133,7 @@ def main():
 
     spec = json.loads(sys.stdin.readline())
     started = time.perf_counter()
-    run, peak, stop, *timed = {"duckdb": run_duckdb, "spark": run_spark, "datafusion": run_datafusion}[engine](spec)
+    run, peak, stop, *timed = {"duckdb": run_duckdb, "spark": run_spark, "datafusion": run_datafusion}[engine.removesuffix("-s3")](spec)
     timed = timed[0] if timed else run
     reply({"ready": True, "start_seconds": time.perf_counter() - started})
     for line in sys.stdin:

@@ -16,6 +16,15 @@ Engines:
   spark              Apache Spark 4.x, local[2] (pyspark)
   duckdb             DuckDB (python), 2 threads
 
+Each engine but vanilla Ballista and Spark has an -s3 twin (quiver-embedded-s3,
+datafusion-s3, duckdb-s3) reading the same files from the one S3 server of the
+run: DataFusion through its object_store, DuckDB through its httpfs extension.
+DuckDB's extensions come from its own server, which this machine cannot reach;
+the httpfs build on PyPI (duckdb-ext-httpfs) exists for DuckDB 1.4.4 only, so
+with duckdb-s3 both DuckDB engines run 1.4.4 from a venv made in ~/.cache on
+first use (--duckdb-python names another interpreter). Spark has no -s3 twin:
+its S3 connector (hadoop-aws and the AWS SDK) comes only from Maven Central.
+
 Data comes from tpchgen-cli (Parquet). Every engine starts first and stays
 up; then the engines take turns query by query, in an order that rotates, so
 that a slow spell of the machine falls on all of them. On its turn an engine
@@ -48,9 +57,15 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 TABLES = ["lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region"]
-ALL_ENGINES = ["quiver-cluster", "quiver-cluster-s3", "ballista-vanilla", "quiver-embedded", "datafusion", "spark", "duckdb"]
+ALL_ENGINES = ["quiver-cluster", "quiver-cluster-s3", "ballista-vanilla", "quiver-embedded", "quiver-embedded-s3",
+               "datafusion", "datafusion-s3", "spark", "duckdb", "duckdb-s3"]
 REFERENCE = "duckdb"
-PY_ENGINES = ("duckdb", "spark", "datafusion")
+PY_ENGINES = ("duckdb", "duckdb-s3", "spark", "datafusion", "datafusion-s3")
+# The S3 twin of an engine reading local files, for the report's S3-against-local table.
+S3_TWINS = {"quiver-cluster-s3": "quiver-cluster", "quiver-embedded-s3": "quiver-embedded",
+            "datafusion-s3": "datafusion", "duckdb-s3": "duckdb"}
+# DuckDB's httpfs from PyPI (its extension server is out of reach), built for this DuckDB only.
+DUCKDB_HTTPFS = ("duckdb==1.4.4", "duckdb-ext-httpfs==1.4.4.20260205")
 S3_KEY, S3_SECRET = "bench-key", "bench-secret-123"
 
 
@@ -366,6 +381,31 @@ def start_s3(data, work, kind="garage"):
     return proc, env, None
 
 
+class SharedS3:
+    """The run's one S3 server with the Parquet files at s3://tpch, started when the first -s3 engine asks.
+
+    Engines take turns, so counting the server's requests before and after
+    a turn counts that engine's requests alone.
+    """
+
+    def __init__(self, args, work):
+        self.args, self.work = args, work
+        self.server, self._env, self._counts = None, None, None
+
+    def env(self):
+        """What a client needs to reach the bucket: AWS_* variables."""
+        if self.server is None:
+            self.server, self._env, self._counts = start_s3(self.args.data, self.work, self.args.s3_server)
+        return self._env
+
+    def counts(self):
+        return self._counts() if self._counts else None
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop()
+
+
 def upload(data, port):
     """Puts the Parquet files through the S3 API, as a user would.
 
@@ -387,39 +427,45 @@ def upload(data, port):
     log(f"uploaded {data} to s3://tpch in {time.time() - t0:.1f} s")
 
 
-class QuiverClusterS3(QuiverCluster):
-    name = "quiver-cluster-s3"
-
-    def start(self):
-        server, self.env_s3, self.counts = start_s3(self.args.data, self.work, self.args.s3_server)
-        self.servers.append(server)
-        super().start()
+class OnS3:
+    """Makes a Quiver engine its -s3 twin: the same engine reading s3://tpch from the run's S3 server."""
 
     def s3_env(self):
-        return self.env_s3
+        return self.args.s3.env()
 
     def location(self):
         return "s3://tpch"
 
     def s3_counts(self):
-        return self.counts() if self.counts else None
+        return self.args.s3.counts()
 
-    def server_peak(self):
-        return sum(s.peak() for s in self.servers if s.name not in ("s3s-fs", "garage"))
+
+class QuiverClusterS3(OnS3, QuiverCluster):
+    name = "quiver-cluster-s3"
 
 
 class QuiverEmbedded(CliEngine):
     name = "quiver-embedded"
 
     def env(self):
-        e = dict(os.environ, QUIVER_LOG="error")
+        e = dict(os.environ, QUIVER_LOG="error", **self.s3_env())
         e.pop("QUIVER_SCHEDULER", None)
         return e
+
+    def s3_env(self):
+        return {}
 
     def client(self, path, answer):
         cmd = [self.args.quiver, "sql", "-f", path, "--format", "csv", "--embedded-slots", "2"]
         cmd += [a for kv in self.args.conf for a in ("--conf", kv)]
         return cmd if answer else cmd + ["--timing"]
+
+
+class QuiverEmbeddedS3(OnS3, QuiverEmbedded):
+    name = "quiver-embedded-s3"
+
+    def start(self):
+        self.args.s3.env()  # the server starts (and the upload is made) before the turns, not in one
 
 
 class BallistaVanilla(CliEngine):
@@ -484,10 +530,14 @@ class PyEngine:
 
     def start(self):
         env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "py_engines.py"), self.name], env=env, text=True,
+        python = self.args.duckdb_python if self.name.startswith("duckdb") else sys.executable
+        spec = {"data": self.args.data, "spark_memory": self.args.spark_memory}
+        if self.name.endswith("-s3"):
+            spec["s3"] = self.args.s3.env()
+        self.proc = subprocess.Popen([python, os.path.join(HERE, "py_engines.py"), self.name], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "w"),
                                      start_new_session=True)
-        self.start_seconds = self._send({"data": self.args.data, "spark_memory": self.args.spark_memory})["start_seconds"]
+        self.start_seconds = self._send(spec)["start_seconds"]
 
     def query(self, name, sql):
         out = os.path.join(self.work, f"{self.name}-answers")
@@ -501,7 +551,7 @@ class PyEngine:
         return None
 
     def s3_counts(self):
-        return None
+        return self.args.s3.counts() if self.name.endswith("-s3") else None
 
     def pids(self):
         return [self.proc.pid] if self.proc else []
@@ -584,11 +634,7 @@ def versions(args):
     v["quiver"] = out([args.quiver, "--version"])
     if os.path.exists(args.vanilla):
         v["ballista-vanilla"] = out([args.vanilla, "--version"]) + " (Ballista 55.0.0)"
-    try:
-        import duckdb
-        v["duckdb"] = duckdb.__version__
-    except ImportError:
-        pass
+    v["duckdb"] = out([args.duckdb_python, "-c", "import duckdb; print(duckdb.__version__)"]) or "none"
     try:
         import datafusion
         v["datafusion-python"] = datafusion.__version__
@@ -614,6 +660,19 @@ def generate(args):
     os.makedirs(args.data, exist_ok=True)
     parts = max(2, int(args.scale * 4))
     subprocess.run([tool, "parquet", "-s", str(args.scale), f"--parts={parts}", f"--output-dir={args.data}"], check=True)
+
+
+def duckdb_httpfs_venv():
+    """A venv with the one DuckDB whose httpfs extension is on PyPI, made once in ~/.cache; its python."""
+    venv = os.path.expanduser("~/.cache/quiver-bench-duckdb-" + DUCKDB_HTTPFS[0].split("==")[1])
+    python = os.path.join(venv, "bin", "python")
+    probe = [python, "-c", "import duckdb, duckdb_ext"]
+    if os.path.exists(python) and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    log(f"making {venv} with {' '.join(DUCKDB_HTTPFS)} (DuckDB's httpfs extension, from PyPI)")
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", *DUCKDB_HTTPFS], check=True)
+    return python
 
 
 def fmt_s(x):
@@ -658,6 +717,23 @@ def report(args, results, queries):
         r = results[e]
         lines.append(f"| {e} | {fmt_s(totals[e])} | {vs('spark')} | {vs('datafusion')} | {r['start_seconds']:.1f} | "
                      f"{r['server_peak'] / 2**20:.0f} | {r['client_peak'] / 2**20:.0f} |")
+    twins = [(local, e) for e, local in S3_TWINS.items() if e in engines and local in engines]
+    if twins:
+        lines.append("")
+        lines.append("## Over S3 against local disk")
+        lines.append("")
+        lines.append(f"The same Parquet files read from local disk and from the run's S3 server ({args.s3_server}); "
+                     "requests and MB are the server's own counts per run of all the queries.")
+        lines.append("")
+        lines.append("| engine | local disk (s) | over S3 (s) | S3 / local | S3 requests | MB served |")
+        lines.append("|---|---|---|---|---|---|")
+        for local, e in twins:
+            s3 = [results[e]["queries"][q].get("s3") or {} for q in queries]
+            requests = sum(v for c in s3 for k, v in c.items() if k != "block_bytes_read")
+            served = sum(c.get("block_bytes_read", 0) for c in s3) / 1e6
+            ratio = f"{totals[e] / totals[local]:.2f}" if totals[local] > 0 and complete[e] and complete[local] else "–"
+            lines.append(f"| {local} | {fmt_s(totals[local])} | {fmt_s(totals[e])} | {ratio} | "
+                         f"{requests:.0f} | {served:.0f} |")
     mismatches = [(e, q, results[e]["queries"][q].get("why")) for e in engines for q in queries
                   if not results[e]["queries"].get(q, {}).get("match", True)]
     errors = [(e, q, results[e]["queries"][q]["error"]) for e in engines for q in queries if results[e]["queries"].get(q, {}).get("error")]
@@ -766,11 +842,17 @@ def main():
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="a session setting for the Quiver engines (repeatable), to try settings without a rebuild")
     p.add_argument("--s3-server", choices=["garage", "s3s-fs"], default="garage",
-                   help="the S3 server of quiver-cluster-s3 (default: garage, installed into ~/.cache on first use)")
+                   help="the S3 server of the -s3 engines (default: garage, installed into ~/.cache on first use)")
+    p.add_argument("--duckdb-python", default=None,
+                   help="the Python interpreter of both DuckDB engines (default: this one; with duckdb-s3, a venv "
+                        f"with {' '.join(DUCKDB_HTTPFS)} made in ~/.cache on first use)")
     p.add_argument("--check", action="store_true", help="exit 1 when an answer differs from DuckDB's")
     args = p.parse_args()
     scale_name = f"{args.scale:g}"
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if "spark-s3" in args.engines:
+        raise SystemExit("spark-s3: Spark reads S3 through hadoop-aws and the AWS SDK, jars that come only from "
+                         "Maven Central, which this machine cannot reach (pyspark's wheel has neither)")
     unknown = set(args.engines) - set(ALL_ENGINES)
     if unknown:
         raise SystemExit(f"unknown engines {unknown}: choose from {ALL_ENGINES}")
@@ -787,6 +869,8 @@ def main():
 
     if args.vanilla is None:
         args.vanilla = os.path.join(os.path.dirname(args.quiver), "ballista-vanilla")
+    if args.duckdb_python is None:
+        args.duckdb_python = duckdb_httpfs_venv() if "duckdb-s3" in args.engines else sys.executable
     if "ballista-vanilla" in args.engines and not os.path.exists(args.vanilla):
         raise SystemExit(f"{args.vanilla} not found: cargo build --release -p ballista-vanilla (or pass --vanilla)")
 
@@ -802,9 +886,10 @@ def main():
     generate(args)
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="quiver-bench-")
+    args.s3 = SharedS3(args, work)
     results = {"_machine": machine(), "_versions": versions(args)}
     engines = {"quiver-cluster": QuiverCluster, "quiver-cluster-s3": QuiverClusterS3, "ballista-vanilla": BallistaVanilla,
-               "quiver-embedded": QuiverEmbedded}
+               "quiver-embedded": QuiverEmbedded, "quiver-embedded-s3": QuiverEmbeddedS3}
     order = [REFERENCE] + [e for e in args.engines if e != REFERENCE]
     # Every engine stays up for the whole run and they take turns query by
     # query (the order rotating), so a slow spell of a shared machine hits
@@ -852,6 +937,7 @@ def main():
         for engine in started.values():
             signal_engine(engine, signal.SIGCONT)
             engine.stop()
+        args.s3.stop()
     for name in order:
         engine, per_query = started[name], per_engine[name]
         out = {"queries": {}, "start_seconds": engine.start_seconds, "server_peak": server_peaks[name],
