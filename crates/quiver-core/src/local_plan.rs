@@ -37,8 +37,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
@@ -177,13 +177,23 @@ mod tests {
                 Ok(TreeNodeRecursion::Continue)
             })
             .unwrap();
-        assert_eq!((recursive_seen, local), (0, 1), "{}", displayable(wrapped.as_ref()).indent(false));
+        assert_eq!(
+            (recursive_seen, local),
+            (0, 1),
+            "{}",
+            displayable(wrapped.as_ref()).indent(false)
+        );
         let shown = displayable(wrapped.as_ref()).indent(false).to_string();
-        assert!(shown.contains("LocalPlanExec: in one task: RecursiveQueryExec"), "{shown}");
+        assert!(
+            shown.contains("LocalPlanExec: in one task: RecursiveQueryExec"),
+            "{shown}"
+        );
         let answer = collect(wrapped, ctx.task_ctx()).await.unwrap();
         assert_eq!(
             arrow::util::pretty::pretty_format_batches(&answer).unwrap().to_string(),
-            arrow::util::pretty::pretty_format_batches(&expected).unwrap().to_string()
+            arrow::util::pretty::pretty_format_batches(&expected)
+                .unwrap()
+                .to_string()
         );
     }
 

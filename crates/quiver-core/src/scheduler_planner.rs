@@ -4,8 +4,9 @@
 //!
 //! Before planning, Arrow file writes get a sink the executors can decode
 //! ([`crate::arrow_writes`]) and window functions hold the flags the plan
-//! format drops (`IGNORE NULLS`, reversal: [`crate::window_flags`]); after it, writes to a directory run in every
-//! task of the stage making their rows ([`crate::partition_writes`]).
+//! format drops (`IGNORE NULLS`, reversal: [`crate::window_flags`]); after
+//! it, writes to a directory run in every task of the stage making their
+//! rows ([`crate::partition_writes`]).
 //!
 //! * Rows made from nothing under a union travel as in-memory scans, so
 //!   every task of the union's stage reports the same operators
@@ -78,14 +79,7 @@ fn without_adaptive_joins(plan: &LogicalPlan, session: &dyn Session) -> Result<O
     if state.config().options().extensions.get::<BallistaConfig>().is_none() {
         return Ok(None);
     }
-    let recursive = plan.exists(|node| {
-        let mut found = matches!(node, LogicalPlan::RecursiveQuery(_));
-        node.apply_subqueries(|sub| {
-            found |= sub.exists(|n| Ok(matches!(n, LogicalPlan::RecursiveQuery(_))))?;
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        Ok(found)
-    })?;
+    let recursive = holds_recursive_query(plan)?;
     if !recursive {
         return Ok(None);
     }
@@ -95,6 +89,25 @@ fn without_adaptive_joins(plan: &LogicalPlan, session: &dyn Session) -> Result<O
         .options_mut()
         .set(BALLISTA_ADAPTIVE_JOIN_ENABLED, "false")?;
     Ok(Some(state))
+}
+
+/// Whether `plan` or any of its subqueries, at any depth, is or holds a
+/// recursive query.
+fn holds_recursive_query(plan: &LogicalPlan) -> Result<bool> {
+    plan.exists(|node| {
+        if matches!(node, LogicalPlan::RecursiveQuery(_)) {
+            return Ok(true);
+        }
+        let mut found = false;
+        node.apply_subqueries(|sub| {
+            found = holds_recursive_query(sub)?;
+            Ok(match found {
+                true => TreeNodeRecursion::Stop,
+                false => TreeNodeRecursion::Continue,
+            })
+        })?;
+        Ok(found)
+    })
 }
 
 #[cfg(test)]
@@ -122,5 +135,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(barriers, 1, "{}", displayable(plan.as_ref()).indent(true));
+    }
+
+    #[tokio::test]
+    async fn recursive_queries_are_found_in_subqueries_too() {
+        let ctx = SessionContext::new();
+        let holds = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move { holds_recursive_query(&ctx.sql(sql).await.unwrap().into_unoptimized_plan()).unwrap() }
+        };
+        let recursive = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3) SELECT x FROM n";
+        assert!(holds(recursive).await);
+        assert!(
+            holds(
+                "SELECT 1 AS y WHERE 2 IN (SELECT x FROM (SELECT 1 AS x) WHERE x IN \
+                 (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3) SELECT x FROM n))"
+            )
+            .await
+        );
+        assert!(!holds("WITH n(x) AS (SELECT 1) SELECT x FROM n").await);
     }
 }

@@ -256,7 +256,10 @@ mod tests {
         // That the wrapper holds the flags once the plan format has dropped
         // DataFusion's: `codec`'s tests run such plans where they are decoded.
         let answer = ctx.execute_logical_plan(plan).await.unwrap().collect().await.unwrap();
-        assert_eq!(arrow::util::pretty::pretty_format_batches(&answer).unwrap().to_string(), expected);
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&answer).unwrap().to_string(),
+            expected
+        );
         assert!(expected.contains("| 3 | 7      | 9    |        | 3 |"), "{expected}");
     }
 

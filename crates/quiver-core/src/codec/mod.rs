@@ -760,9 +760,8 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
             let (&flags, inner) = rest.split_first().ok_or_else(|| codec_err(what, "no flags"))?;
             let inner = match inner.is_empty() {
                 // DataFusion's own functions travel by name.
-                true => crate::window_flags::builtin(name).ok_or_else(|| {
-                    codec_err(what, format!("{name} is not one of DataFusion's window functions"))
-                })?,
+                true => crate::window_flags::builtin(name)
+                    .ok_or_else(|| codec_err(what, format!("{name} is not one of DataFusion's window functions")))?,
                 false => self.try_decode_udwf(name, inner)?,
             };
             let wrapped = FlaggedWindow::new(inner, flags & IGNORE_NULLS != 0, flags & REVERSED != 0);
@@ -778,7 +777,7 @@ impl PhysicalExtensionCodec for QuiverPhysicalCodec {
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
         if let Some(flagged) = node.inner().downcast_ref::<FlaggedWindow>() {
             buf.extend_from_slice(&FLAGGED_WINDOW_FUNCTION);
-            let flags = u8::from(flagged.ignore_nulls()) * IGNORE_NULLS | u8::from(flagged.reversed()) * REVERSED;
+            let flags = (u8::from(flagged.ignore_nulls()) * IGNORE_NULLS) | (u8::from(flagged.reversed()) * REVERSED);
             buf.push(flags);
             return self.try_encode_udwf(flagged.inner(), buf);
         }
@@ -1003,7 +1002,9 @@ mod tests {
         ] {
             let sql = format!("{select} {rows}");
             let expected = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-            let expected = arrow::util::pretty::pretty_format_batches(&expected).unwrap().to_string();
+            let expected = arrow::util::pretty::pretty_format_batches(&expected)
+                .unwrap()
+                .to_string();
             assert_eq!(run_as_executor(&ctx, &sql).await.unwrap(), expected, "{sql}");
             assert!(expected.contains(row_2), "{expected}");
         }

@@ -392,11 +392,10 @@ fn with_work_table_columns(
                 })
                 .collect::<Result<Vec<_>>>()?;
             let projection = (columns != (0..schema.fields().len()).collect::<Vec<_>>()).then_some(columns);
-            Ok(Transformed::yes(Arc::new(WorkTableExec::new(
-                name.to_owned(),
-                Arc::clone(schema),
-                projection,
-            )?) as Arc<dyn ExecutionPlan>))
+            Ok(Transformed::yes(
+                Arc::new(WorkTableExec::new(name.to_owned(), Arc::clone(schema), projection)?)
+                    as Arc<dyn ExecutionPlan>,
+            ))
         })
         .map(|t| t.data)
 }
