@@ -5,7 +5,8 @@ that run.py can keep every engine up and let them take turns query by query.
 
     py_engines.py duckdb|duckdb-s3|spark|datafusion|datafusion-s3 < requests
 
-The first line on stdin is the setup, {"data": DIR, "spark_memory": "4g"},
+The first line on stdin is the setup, {"data": DIR, "spark_memory": "4g",
+"duckdb_set": ["KEY=VALUE", ...]},
 and for an -s3 engine "s3": the AWS_* variables of the S3 server holding
 DIR's files at s3://tpch;
 the engine starts, then answers {"ready": true, "start_seconds": S}. Each
@@ -40,6 +41,9 @@ def run_duckdb(spec):
 
     con = duckdb.connect()
     con.execute("SET threads TO 2")
+    for setting in spec.get("duckdb_set", []):
+        key, _, value = setting.partition("=")
+        con.execute(f"SET {key.strip()} = {value.strip()}")
     data = spec["data"]
     if "s3" in spec:
         data = "s3://tpch"

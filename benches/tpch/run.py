@@ -531,7 +531,7 @@ class PyEngine:
     def start(self):
         env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
         python = self.args.duckdb_python if self.name.startswith("duckdb") else sys.executable
-        spec = {"data": self.args.data, "spark_memory": self.args.spark_memory}
+        spec = {"data": self.args.data, "spark_memory": self.args.spark_memory, "duckdb_set": self.args.duckdb_set}
         if self.name.endswith("-s3"):
             spec["s3"] = self.args.s3.env()
         self.proc = subprocess.Popen([python, os.path.join(HERE, "py_engines.py"), self.name], env=env, text=True,
@@ -846,6 +846,9 @@ def main():
     p.add_argument("--duckdb-python", default=None,
                    help="the Python interpreter of both DuckDB engines (default: this one; with duckdb-s3, a venv "
                         f"with {' '.join(DUCKDB_HTTPFS)} made in ~/.cache on first use)")
+    p.add_argument("--duckdb-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a DuckDB setting for both DuckDB engines (repeatable), e.g. enable_external_file_cache=false: "
+                        "DuckDB keeps what it read from S3 in memory by default")
     p.add_argument("--check", action="store_true", help="exit 1 when an answer differs from DuckDB's")
     args = p.parse_args()
     scale_name = f"{args.scale:g}"
